@@ -1,0 +1,3 @@
+from avitalk.cli import run
+
+run()

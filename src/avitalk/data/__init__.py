@@ -1,0 +1,1 @@
+"""Corpus format, validation, the synthetic corpus and importers."""

@@ -1,0 +1,1 @@
+"""The synthetic corpus: TTS speech with emotional prosody, a motion teacher, and captions."""

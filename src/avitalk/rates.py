@@ -30,12 +30,12 @@ def frames_for_samples(n_samples: int, fps: float = MOTION_FPS, sample_rate: int
     """
     if n_samples < 0:
         raise ValueError(f"n_samples must be >= 0, got {n_samples}")
-    return int(math.floor(n_samples * fps / sample_rate + 0.5))
+    return math.floor(n_samples * fps / sample_rate + 0.5)
 
 
 def seconds_to_frame(t: float, fps: float = MOTION_FPS) -> int:
     """Index of the frame whose interval [k/fps, (k+1)/fps) contains time ``t`` seconds."""
-    return int(math.floor(t * fps + 1e-9))
+    return math.floor(t * fps + 1e-9)
 
 
 def resample_features(values: np.ndarray, src_rate: float, dst_rate: float, n_out: int | None = None) -> np.ndarray:
@@ -57,7 +57,7 @@ def resample_features(values: np.ndarray, src_rate: float, dst_rate: float, n_ou
         raise ValueError(f"expected (T, D) features, got shape {values.shape}")
     t_src = values.shape[0]
     if n_out is None:
-        n_out = int(math.floor(t_src * dst_rate / src_rate + 0.5))
+        n_out = math.floor(t_src * dst_rate / src_rate + 0.5)
     if t_src == 0 or n_out == 0:
         return np.zeros((n_out, values.shape[1]), dtype=np.float32)
     # centre of output frame k in source-frame units: ((k + 0.5) / dst - 0.5 / src) * src

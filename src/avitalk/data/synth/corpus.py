@@ -125,8 +125,10 @@ def plan_corpus(hours: float, seed: int, speakers: list[tuple[str, str]], senten
         planned, k = 0.0, 0
         while planned < budget or k < len(EMOTIONS):  # at least one clip per emotion in each split
             emotion = EMOTIONS[k % len(EMOTIONS)]
-            intensity = 1 if emotion == "neutral" else 1 + (k // len(EMOTIONS)) % 3
-            speaker = spk[(k // 3) % len(spk)] if len(spk) > 1 else spk[0]
+            # each speaker says a full cycle of the emotions, then the next speaker; intensities
+            # change once every speaker had a cycle, so (speaker, emotion, intensity) stays balanced
+            speaker = spk[(k // len(EMOTIONS)) % len(spk)]
+            intensity = 1 if emotion == "neutral" else 1 + (k // (len(EMOTIONS) * len(spk))) % 3
             sentence = int(sents[int(rng.integers(len(sents)))])
             clip_seed = int(np.random.default_rng([seed, 1, index]).integers(2**31 - 1))
             cid = f"{split}-{speaker}-{emotion}{intensity}-s{sentence:04d}-{index:06d}"

@@ -178,14 +178,8 @@ def generate_clip(spec: ClipSpec, corpus_seed: int) -> Clip:
         phones=list(utt.phones),
         words=list(utt.words),
         source="synth",
-        extra={"prosody": _jsonable(asdict(prosody)), "style": _jsonable(style_summary(style))},
+        extra={"prosody": _jsonable(asdict(prosody)), "style": _jsonable(style.to_json())},
     )
-
-
-def style_summary(style: object) -> dict:
-    """The clip style's realised action weights, kept as ground truth in ``extra``."""
-    actions = getattr(style, "actions", None)
-    return {"actions": dict(actions)} if isinstance(actions, dict) else {}
 
 
 def _jsonable(d: dict) -> dict:

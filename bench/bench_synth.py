@@ -1,7 +1,7 @@
 """Synthetic-corpus figures (issue: foundation).
 
 Prints, for one run of ``avitalk data synth``:
-  1. wall time and peak memory (sum of RSS over the whole process tree) against real time;
+  1. wall time and peak memory (sum of PSS over the whole process tree) against real time;
   2. teacher checks on the first 200 clips: bilabial closure, mouth opening in silence, blink rate;
   3. emotional prosody separability: logistic regression on eGeMAPS-like prosodic statistics,
      trained on the training speakers and tested on held-out (val + test) speakers, with the
@@ -35,26 +35,33 @@ SR = 16_000
 # ------------------------------------------------------------------------------------- resources
 
 
-def _tree_rss_bytes(root_pid: int) -> int:
-    """Sum of VmRSS of ``root_pid`` and all its descendants (Linux /proc)."""
+def _tree_pss_bytes(root_pid: int) -> int:
+    """Memory of ``root_pid`` and all its descendants: the sum of their PSS (Linux /proc).
+
+    PSS (proportional set size) divides each shared page among the processes that map it, so
+    copy-on-write children and shared libraries are not counted twice, as a sum of RSS would.
+    """
     children: dict[int, list[int]] = defaultdict(list)
-    rss: dict[int, int] = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
-            with open(f"/proc/{d}/status") as f:
-                text = f.read()
-        except OSError:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
-        ppid = int(text.split("PPid:")[1].split()[0])
         children[ppid].append(int(d))
-        if "VmRSS:" in text:
-            rss[int(d)] = int(text.split("VmRSS:")[1].split()[0]) * 1024
     total, stack = 0, [root_pid]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
         stack.extend(children.get(pid, []))
     return total
 
@@ -70,7 +77,7 @@ def run_synth(out: Path, hours: float, workers: int, seed: int) -> tuple[float, 
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, _tree_rss_bytes(proc.pid))
+            peak = max(peak, _tree_pss_bytes(proc.pid))
             time.sleep(0.25)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -153,7 +160,7 @@ def prosody_separability(corpus: Path) -> None:
     pred = clf.predict(scaler.transform(X[test]))
     acc = float((pred == y[test]).mean())
     majority = float((y[test] == np.bincount(y[train]).argmax()).mean())
-    print(f"\nprosody: 8-way emotion accuracy on held-out speakers {sorted(set(spk[test]))}: {acc:.1%}")
+    print(f"\nprosody: 8-way emotion accuracy on held-out speakers {sorted(map(str, set(spk[test])))}: {acc:.1%}")
     print(f"  train clips {train.sum()}, test clips {test.sum()}; chance 12.5%, majority baseline {majority:.1%}")
     print(f"  ratio to chance: {acc / 0.125:.1f}x (target: >= 70%)")
     cm = confusion_matrix(y[test], pred, labels=range(len(EMOTIONS)))
@@ -197,7 +204,7 @@ def main() -> None:
             print(f"\nsynth: {args.hours} h requested, {audio_s / 3600:.3f} h of audio in {wall / 60:.1f} min wall")
             print(f"  with {args.workers} workers on {os.cpu_count()} cores (target < 20 min for 1 h)")
             print(f"  speed {audio_s / wall:.2f}x real time (baseline: real time = 1.00x)")
-            print(f"  peak memory of the process tree: {peak / 2**30:.2f} GB (target < 2 GB)")
+            print(f"  peak memory (PSS) of the process tree: {peak / 2**30:.2f} GB (target < 2 GB)")
         teacher_checks(out)
         prosody_separability(out)
     finally:

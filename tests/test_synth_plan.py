@@ -3,7 +3,7 @@
 from collections import Counter
 
 from avitalk.data.format import EMOTIONS
-from avitalk.data.synth.corpus import CLIPS_PER_SHARD, plan_corpus
+from avitalk.data.synth.corpus import CLIPS_PER_SHARD, PLAN_SECONDS_FIXED, PLAN_SECONDS_PER_WORD, plan_corpus
 
 SPEAKERS = [(f"m{i}", "male") for i in range(7)] + [(f"f{i}", "female") for i in range(7)]
 SENTENCES = tuple(f"sentence number {i} has a few words" for i in range(500))
@@ -36,7 +36,8 @@ def test_plan_is_deterministic_balanced_and_sized():
     assert {c.intensity for c in clips if c.emotion == "angry"} == {1, 2, 3}
     assert len({c.clip_id for c in clips}) == len(clips)
     assert all(len(j.clips) <= CLIPS_PER_SHARD for j in a)
-    est_hours = sum(0.5 + 0.36 * len(SENTENCES[c.sentence].split()) for c in clips) / 3600
+    est_hours = sum(PLAN_SECONDS_FIXED + PLAN_SECONDS_PER_WORD * len(SENTENCES[c.sentence].split()) for c in clips)
+    est_hours /= 3600
     assert 1.0 <= est_hours < 1.01
 
 

@@ -38,9 +38,11 @@ from avitalk.spaces import ARKIT52
 PLAN_FILE = "synth-plan.json"
 CLIPS_PER_SHARD = 16
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
-#: Speaking-rate estimate used only to plan how many clips make the requested hours.
-_PLAN_SECONDS_PER_WORD = 0.36
-_PLAN_SECONDS_FIXED = 0.5
+#: Clip-length estimate used only to plan how many clips make the requested hours: a least-squares
+#: fit of duration on word count over a generated 1-hour corpus (pauses and leading/trailing
+#: silence make the fixed part large).
+PLAN_SECONDS_FIXED = 1.82
+PLAN_SECONDS_PER_WORD = 0.131
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def plan_corpus(hours: float, seed: int, speakers: list[tuple[str, str]], senten
             clip_seed = int(np.random.default_rng([seed, 1, index]).integers(2**31 - 1))
             cid = f"{split}-{speaker}-{emotion}{intensity}-s{sentence:04d}-{index:06d}"
             specs.append(ClipSpec(index, cid, split, speaker, sentence, emotion, intensity, clip_seed))
-            planned += _PLAN_SECONDS_FIXED + _PLAN_SECONDS_PER_WORD * len(sentences[sentence].split())
+            planned += PLAN_SECONDS_FIXED + PLAN_SECONDS_PER_WORD * len(sentences[sentence].split())
             index += 1
             k += 1
         for j in range(0, len(specs), CLIPS_PER_SHARD):
@@ -214,15 +216,10 @@ def _existing_shard(root: Path, job: ShardJob) -> ShardInfo | None:
 
 
 def _worker_init() -> None:
-    # One thread per worker process: the workers are the parallelism.
+    # One thread per worker process: the workers are the parallelism. (Set before numpy/onnxruntime
+    # create their thread pools; the spawn start method gives each worker a fresh interpreter.)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
 
 
 def _run_job(args: tuple[str, ShardJob]) -> ShardInfo:

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from avitalk.data.format import EMOTIONS, iter_clips
+from avitalk.data.check import check_corpus
+from avitalk.data.format import iter_clips
+from avitalk.data.labels import EMOTIONS
 from avitalk.data.synth.checks import bilabial_closure_rate, blink_rate, silence_opening_ratio
 
 SR = 16_000
@@ -205,6 +207,10 @@ def main() -> None:
             print(f"  with {args.workers} workers on {os.cpu_count()} cores (target < 20 min for 1 h)")
             print(f"  speed {audio_s / wall:.2f}x real time (baseline: real time = 1.00x)")
             print(f"  peak memory (PSS) of the process tree: {peak / 2**30:.2f} GB (target < 2 GB)")
+        report = check_corpus(out)
+        print(f"\ndata check: {report.clips} clips, {report.bad_clips} bad, {len(report.problems)} problem(s)")
+        for problem in report.problems[:10]:
+            print(f"  {problem}")
         teacher_checks(out)
         prosody_separability(out)
     finally:

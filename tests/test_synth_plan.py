@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from avitalk.data.format import EMOTIONS
+from avitalk.data.labels import EMOTIONS
 from avitalk.data.synth.corpus import CLIPS_PER_SHARD, PLAN_SECONDS_FIXED, PLAN_SECONDS_PER_WORD, plan_corpus
 
 SPEAKERS = [(f"m{i}", "male") for i in range(7)] + [(f"f{i}", "female") for i in range(7)]

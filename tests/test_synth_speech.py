@@ -252,3 +252,13 @@ def test_inserted_pauses_are_not_inside_phones() -> None:
     gaps = [b[1] - a[2] for a, b in itertools.pairwise(u.words)]
     assert min(gaps) > 0.15  # every word break got a pause
     assert 0.08 < u.phones[0].start < 0.2 and 0.1 < u.duration - u.phones[-1].end < 0.3
+
+
+def test_phones_reported_with_one_span_share_it_in_order():
+    from avitalk.data.synth.phones import Phone
+    from avitalk.data.synth.speech import split_shared_spans
+
+    phones = [Phone("ɛ", 0.4, 0.6, 1, 1), Phone("l", 0.6, 0.7, 0, 1), Phone("z", 0.6, 0.7, 0, 1), Phone("k", 0.7, 0.8)]
+    out = split_shared_spans(phones)
+    assert [p.symbol for p in out] == ["ɛ", "l", "z", "k"]
+    assert [(round(p.start, 3), round(p.end, 3)) for p in out] == [(0.4, 0.6), (0.6, 0.65), (0.65, 0.7), (0.7, 0.8)]

@@ -207,12 +207,6 @@ def test_speaker_styles_are_stable_and_distinct():
         style("bored", 1)
 
 
-def test_emotions_match_the_corpus_format():
-    from avitalk.data.format import EMOTIONS as FORMAT_EMOTIONS
-
-    assert tuple(EMOTIONS) == tuple(FORMAT_EMOTIONS)
-
-
 def test_viseme_table_covers_the_phone_inventory():
     phones_ipa = pytest.importorskip("avitalk.data.synth.phones_ipa")
     missing = sorted(s for s in phones_ipa.PHONE_INVENTORY if not known(s))

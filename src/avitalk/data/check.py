@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avitalk.data.format import EMOTIONS, SPLITS, Manifest, decode_flac, file_sha256, iter_shard_rows
+from avitalk.data.format import SPLITS, Manifest, decode_flac, file_sha256, iter_shard_rows
+from avitalk.data.labels import EMOTIONS
 from avitalk.errors import AvitalkError
 from avitalk.rates import AUDIO_SAMPLE_RATE, frames_for_samples
 

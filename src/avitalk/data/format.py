@@ -37,7 +37,6 @@ FORMAT_NAME = "avitalk-corpus"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
-EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised", "fear", "disgust", "contempt")
 ROWS_PER_GROUP = 8
 
 _PHONE = pa.struct([("symbol", pa.string()), ("start", pa.float32()), ("end", pa.float32()),

@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 
 from avitalk import __version__
 from avitalk.data.format import (
-    EMOTIONS,
     MANIFEST,
     SPLITS,
     Clip,
@@ -30,6 +29,7 @@ from avitalk.data.format import (
     file_sha256,
     write_shard,
 )
+from avitalk.data.labels import EMOTIONS
 from avitalk.errors import AvitalkError
 from avitalk.fsutil import atomic_write_text
 from avitalk.rates import AUDIO_SAMPLE_RATE, MOTION_FPS, frames_for_samples

@@ -36,11 +36,7 @@ import numpy as np
 import soxr
 from scipy import signal
 
-EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "surprised", "fear", "disgust", "contempt")
-"""MEAD's eight emotions."""
-
-INTENSITIES: dict[str, tuple[int, ...]] = {e: ((1,) if e == "neutral" else (1, 2, 3)) for e in EMOTIONS}
-"""Valid intensity levels per emotion (MEAD: neutral has only level 1)."""
+from avitalk.data.labels import EMOTIONS, INTENSITIES
 
 INTENSITY_SCALE: dict[int, float] = {1: 0.7, 2: 1.0, 3: 1.3}
 """How far an intensity level moves each parameter from neutral (1.0 = the table value)."""

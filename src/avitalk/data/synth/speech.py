@@ -113,7 +113,8 @@ def synthesize(text: str, speaker: SpeakerVoice, prosody: Prosody, seed: int) ->
     raw = get_backend(speaker.backend).synthesize(text, speaker, prosody, rng)
     if not raw.phones:
         raise AvitalkError(f"no speakable words in {text!r}")
-    raw = replace(raw, phones=tuple(refine_closures(raw.samples, raw.sample_rate, list(raw.phones))))
+    phones = split_shared_spans(list(raw.phones))
+    raw = replace(raw, phones=tuple(refine_closures(raw.samples, raw.sample_rate, phones)))
     x, phones = _pitch_and_timbre(raw, speaker, prosody, rng)
     x = P.add_breath(x, SAMPLE_RATE, prosody.breathiness, rng)
     x = P.apply_tilt(x, SAMPLE_RATE, prosody.tilt_db + speaker.tilt_db)
@@ -274,6 +275,25 @@ def _set_loudness(x: np.ndarray, energy_db: float) -> np.ndarray:
     if peak > PEAK:
         gain *= PEAK / peak
     return np.clip(x * gain, -1.0, 1.0).astype(np.float32)
+
+
+def split_shared_spans(phones: list[Phone]) -> list[Phone]:
+    """Give consecutive phones that an engine reported with the same time span equal shares of it.
+
+    espeak-ng sometimes emits two phoneme events at one sample (e.g. the /l z/ of "smells"), which
+    would make both phones cover the same span; the corpus needs phones in strict time order.
+    """
+    out: list[Phone] = []
+    i = 0
+    while i < len(phones):
+        j = i + 1
+        while j < len(phones) and (phones[j].start, phones[j].end) == (phones[i].start, phones[i].end):
+            j += 1
+        start, step = phones[i].start, (phones[i].end - phones[i].start) / (j - i)
+        for k, p in enumerate(phones[i:j]):
+            out.append(Phone(p.symbol, start + k * step, start + (k + 1) * step, p.stress, p.word))
+        i = j
+    return out
 
 
 def words_from_phones(phones: list[Phone], names: tuple[str, ...]) -> tuple[tuple[str, float, float], ...]:

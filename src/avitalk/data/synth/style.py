@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "surprised", "fear", "disgust", "contempt")
+from avitalk.data.labels import EMOTIONS
 
 # ------------------------------------------------------------------------------------------- actions
 

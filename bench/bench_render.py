@@ -2,7 +2,8 @@
 
 Prints, on this machine and in one run:
   1. frames/s of the full path (pose the face + render + shade) at 512x512 for the ICT-FaceKit face
-     area and the built-in face, with 1 and with 2 render threads;
+     area and the built-in face (always available), with 1 and with 2 render threads, with the
+     default camera (framing the face from brows to chin, so the face covers most of the frame);
   2. the same frames/s for rasterisation only (no shading) and for 2x supersampling;
   3. a baseline measured in the same run: a straightforward pure-numpy per-triangle renderer (bounding
      box, vectorised barycentrics per triangle, z-buffer, per-vertex lighting) on a few frames, and
@@ -99,7 +100,8 @@ def fps_of(frames, n: int) -> float:
 
 def bench_face(label: str, face, size: int, n_frames: int, n_naive: int) -> None:
     motion = talking_motion(n_frames, face.space)
-    print(f"\n== {label}: {face.neutral.shape[0]} vertices, {face.faces.shape[0]} triangles, {size}x{size}")
+    n_v, n_f, framing = face.neutral.shape[0], face.faces.shape[0], RenderConfig().framing
+    print(f"\n== {label}: {n_v} vertices, {n_f} triangles, {size}x{size}, default camera framing ({framing!r})")
     list(render_motion(face, talking_motion(4, face.space), RenderConfig(size=size)))  # JIT warm-up / cache load
     results = {}
     for workers in (1, 2):

@@ -113,6 +113,7 @@ def test_builtin_face_when_available(tmp_path, motion_file):
     doc, _ = read_glb(tmp_path / "b.glb")
     assert len(doc["meshes"][0]["primitives"][0]["targets"]) >= 1
     assert main(["render", str(motion_file), "--size", "64", "-o", str(tmp_path / "b.mp4")]) == 0
+    assert main(["render", str(motion_file), "--size", "32", "--framing", "head", "-o", str(tmp_path / "h.mp4")]) == 0
 
 
 ICT = Path(__file__).resolve().parents[2] / "shared" / "assets" / "ICT-FaceKit"

@@ -202,3 +202,23 @@ GOLDEN_COUNTS = (6229, 12434)
 GOLDEN_NOSE_TIP = (0.0, -0.01918, 0.124332)
 GOLDEN_CHIN = (0.0, -0.088348, 0.094986)
 GOLDEN_SUMS = (935.2060669980274, 69.50334916020381)
+
+
+def test_default_framing_centres_on_the_face(face):
+    from avitalk.face.render import RenderConfig, face_box, renderer_for
+
+    v = face.neutral
+    lo, hi = face_box(face)
+    brows = (face.material_ids == MATERIALS.index("hair")) & (v[:, 2] > 0.05) & (v[:, 1] < 0.07)
+    assert brows.sum() > 50
+    inside = [face.landmarks[k] for k in ("chin", "nose_tip", "pupil_left", "pupil_right", "mouth_corner_left")]
+    for p in np.concatenate([v[inside], v[brows]]):
+        assert np.all(p[:2] >= lo[:2]) and np.all(p[:2] <= hi[:2]), p
+    assert hi[1] - lo[1] < 0.6 * (v[:, 1].max() - v[:, 1].min())  # not the whole head and neck
+    assert lo[1] > v[face.landmarks["chin"], 1] - 0.04 and lo[1] > v[:, 1].min() + 0.05
+
+    def skin_fraction(framing):
+        r = renderer_for(face, RenderConfig(size=96, framing=framing, workers=1))
+        return float(np.mean(np.any(r.render(v) != r._background, axis=2)))
+
+    assert skin_fraction("face") > 2 * skin_fraction("head")  # ~0.58 vs ~0.25 of the frame

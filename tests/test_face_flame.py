@@ -296,3 +296,16 @@ def test_load_face_specs(flame_file):
         assert "built-in face not available" in str(e)
     else:
         assert isinstance(face, FaceModel)
+
+
+def test_default_framing_centres_on_the_face(flame_file):
+    from avitalk.face.render import face_box
+
+    face = FLAMEFace.load(flame_file)
+    lo, hi = face_box(face)
+    v = face.neutral
+    assert np.all(lo >= v.min(axis=0) - 1e-9) and np.all(hi <= v.max(axis=0) + 1e-9)
+    for p in (EYE_L, EYE_R, np.array([0.0, MOUTH_Y, 0.0])):
+        assert np.all(p[:2] >= lo[:2]) and np.all(p[:2] <= hi[:2])
+    d = EYE_L[1] - MOUTH_Y  # eye-to-mouth height: brows ~0.4 d above the eyes
+    assert EYE_L[1] + 0.4 * d < hi[1] < EYE_L[1] + 0.8 * d

@@ -213,3 +213,17 @@ def test_load_face_spec(cache_dir):
     f = load_face(f"ict:{ICT_DIR}", cache_dir=cache_dir)
     assert isinstance(f, ICTFace) and f.face_only
     assert load_face(f"ict:{ICT_DIR}", face_only=False, cache_dir=cache_dir).neutral.shape[0] == 26719
+
+
+def test_default_framing_centres_on_the_face(face, cache_dir):
+    from avitalk.face.render import face_box
+
+    v = face.neutral
+    lo, hi = face_box(face)
+    for i in (8, 19, 24, 0, 16, 30, 48, 54):  # chin, brows, jaw ends, nose tip, mouth corners (iBUG-68)
+        p = v[face.landmarks[i]]
+        assert np.all(p[:2] >= lo[:2]) and np.all(p[:2] <= hi[:2]), i
+    assert hi[1] - lo[1] < 0.65 * (v[:, 1].max() - v[:, 1].min())  # not the scalp and neck
+    assert lo[1] > v[:, 1].min() + 0.05
+    full = ICTFace.load(ICT_DIR, face_only=False, cache_dir=cache_dir)
+    np.testing.assert_allclose(face_box(full)[:, :2], np.stack([lo, hi])[:, :2], atol=0.01)

@@ -56,6 +56,14 @@ def test_reference_images(colors, name):
     _check_reference(img, name)
 
 
+def test_reference_image_builtin_face_default_framing():
+    from avitalk.face.builtin import BuiltinFace
+
+    face = BuiltinFace.create()
+    img = next(render_motion(face, Motion(_pose(), ARKIT52, 25.0), RenderConfig(size=128, workers=1)))
+    _check_reference(img, "render_builtin.png")
+
+
 def test_camera_frames_the_mesh_and_silhouette_area():
     face = SphereFace()
     cfg = RenderConfig(size=200, margin=1.0, workers=1)
@@ -156,3 +164,22 @@ def test_camera_project_behind_is_culled():
     cam = Camera.framing(np.array([[-1, -1, 0], [1, 1, 0]], np.float32), 10)
     _, _, invz = cam.project(np.array([[0, 0, 0], [0, 0, 100]], np.float32))
     assert invz[0] > 0 and invz[1] == 0
+
+
+def test_face_framing_is_fixed_from_the_neutral_and_falls_back_to_the_mesh():
+    from avitalk.face.render import face_box, renderer_for
+    from face_util import JawFace
+
+    face = SphereFace(subdivisions=2)
+    box = face_box(face)
+    assert np.all(box[0] >= face.neutral.min(axis=0)) and np.all(box[1] <= face.neutral.max(axis=0))
+    r = renderer_for(face, RenderConfig(size=64))
+    cam = r.camera
+    list(r.render_sequence(face.vertices(talking_motion(5).values)))
+    assert r.camera is cam  # one camera for the whole sequence
+    head = renderer_for(face, RenderConfig(size=64, framing="head")).camera
+    np.testing.assert_allclose(head.position, Camera.framing(face.neutral, 64).position)
+    jaw = JawFace()  # no eyes region: the whole mesh is framed
+    np.testing.assert_allclose(face_box(jaw), np.stack([jaw.neutral.min(axis=0), jaw.neutral.max(axis=0)]))
+    with pytest.raises(AvitalkError, match="framing"):
+        RenderConfig(framing="body")

@@ -1,7 +1,7 @@
 """``avitalk render`` and ``avitalk export``: motion files to video and animation files.
 
     avitalk render MOTION [MOTION ...] --face builtin|ict:PATH|flame:PATH [--audio WAV]
-                   [--size 512] [--caption TEXT] [--label TEXT ...] -o OUT.mp4
+                   [--size 512] [--framing face|head] [--caption TEXT] [--label TEXT ...] -o OUT.mp4
     avitalk export MOTION --format npz|obj|ply|glb|csv [--face ...] -o OUT
 
 Several motions render side by side (e.g. ground truth and prediction), labelled with ``--label``.
@@ -47,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--face", default="builtin", help="face model: builtin | ict:PATH | flame:PATH (default builtin)")
     r.add_argument("--audio", default=None, metavar="WAV", help="soundtrack (any rate; trimmed/padded to the motion)")
     r.add_argument("--size", type=int, default=512, help="panel size in pixels (default 512)")
+    r.add_argument(
+        "--framing",
+        choices=("face", "head"),
+        default="face",
+        help="camera framing: the face from brows to chin (default) or the whole mesh with the neck",
+    )
     r.add_argument("--caption", default=None, help="text shown under the video, e.g. the instruction")
     r.add_argument("--label", action="append", default=None, help="panel label (repeat once per MOTION)")
     r.add_argument("--supersample", type=int, default=1, choices=(1, 2, 3, 4), help="anti-aliasing factor")
@@ -86,7 +92,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     labels = args.label or []
     if labels and len(labels) != len(args.motions):
         raise AvitalkError(f"got {len(labels)} --label for {len(args.motions)} motions; give one per motion or none")
-    config = RenderConfig(size=args.size, supersample=args.supersample, workers=args.workers)
+    config = RenderConfig(size=args.size, framing=args.framing, supersample=args.supersample, workers=args.workers)
     motions = [load_motion(m, fps=args.fps) for m in args.motions]
     audio = None
     if args.audio:

@@ -1,6 +1,8 @@
 """Headless CPU renderer for face meshes: no OpenGL context, no GPU, pip-installable everywhere.
 
-A fixed perspective camera frames the face model's neutral mesh once; a fixed key + fill light
+A fixed perspective camera frames the face model's neutral mesh once (by default the face from
+above the brows to below the chin, :func:`face_box`; ``RenderConfig(framing="head")`` frames the
+whole mesh), so the view does not move over a sequence; a fixed key + fill light
 and a hemisphere ambient light it; per-pixel (Phong) shading interpolates vertex normals and
 per-vertex colours (the model's ``vertex_colors`` if it has them, else a skin tone). Frames come
 out of generators as ``(H, W, 3)`` uint8 arrays, posing the face a chunk of frames at a time, so
@@ -36,6 +38,14 @@ R = TypeVar("R")
 
 #: sRGB albedo used when a face model has no per-vertex colours.
 SKIN_TONE: tuple[float, float, float] = (0.80, 0.62, 0.53)
+#: Values of :attr:`RenderConfig.framing`.
+FRAMINGS = ("face", "head")
+#: Face-box proportions in units of the eye-to-mouth height ``d`` (see :func:`face_box`): the top is
+#: this far above the eye centres (brows ~0.4 d), the bottom this far below the mouth centre (the
+#: chin's lowest point ~0.6 d), the half-width this many times the eyes region's half-width.
+FACE_BOX_ABOVE_EYES = 0.6
+FACE_BOX_BELOW_MOUTH = 0.9
+FACE_BOX_WIDTH = 1.6
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,9 @@ class RenderConfig:
     Attributes:
         size: panel width and height in pixels.
         fov_deg: vertical field of view of the perspective camera (a portrait lens).
-        margin: framing slack around the neutral face's bounding box (1 = touching the border).
+        framing: what the camera frames on the neutral mesh: ``"face"`` (default) the face from above
+            the brows to below the chin (:func:`face_box`), ``"head"`` the whole mesh (neck included).
+        margin: framing slack around the framed box (1 = touching the border).
         supersample: render at ``size * supersample`` and box-filter down (anti-aliasing).
         skin: sRGB albedo used when the face has no vertex colours.
         background_top, background_bottom: sRGB colours of the vertical background gradient.
@@ -60,6 +72,7 @@ class RenderConfig:
 
     size: int = 512
     fov_deg: float = 20.0
+    framing: str = "face"
     margin: float = 1.12
     supersample: int = 1
     skin: tuple[float, float, float] = SKIN_TONE
@@ -80,6 +93,8 @@ class RenderConfig:
             raise AvitalkError(f"render size must be between 16 and 8192 pixels, got {self.size}")
         if self.supersample not in (1, 2, 3, 4):
             raise AvitalkError(f"supersample must be 1, 2, 3 or 4, got {self.supersample}")
+        if self.framing not in FRAMINGS:
+            raise AvitalkError(f"framing must be one of {', '.join(FRAMINGS)}, got {self.framing!r}")
 
     def n_workers(self) -> int:
         """Resolved number of render threads (>= 1)."""
@@ -151,14 +166,50 @@ def face_colors(face: Any) -> np.ndarray | None:
     return np.asarray(c[:, :3], dtype=np.float32)
 
 
+def face_box(face: FaceModel) -> np.ndarray:
+    """The box the default camera frames: the neutral face from above the brows to below the chin.
+
+    Works for every face model from the protocol's ``eyes`` and ``lips`` regions alone: with ``E``
+    the centroid of the eyes region, ``M`` that of the lips region and ``d = E_y - M_y`` (the
+    eye-to-mouth height, ~7 cm on an adult), the box spans ``y`` from ``M_y - 0.9 d`` (below the
+    chin) to ``E_y + 0.6 d`` (above the brows), ``x`` over ``E_x ± 1.6 ×`` the eyes region's
+    half-width (cheek to cheek), and ``z`` over the neutral vertices inside that ``x, y`` window
+    (the nose tip in front). It is clipped to the mesh's bounding box. A face whose regions do not
+    give a plausible box (missing or empty, mouth not below the eyes) gets the whole-mesh box.
+
+    Returns:
+        ``(2, 3)`` float64 ``[lo, hi]`` corners, metres.
+    """
+    v = np.asarray(face.neutral, dtype=np.float64)
+    whole = np.stack([v.min(axis=0), v.max(axis=0)])
+    regions = getattr(face, "regions", None) or {}
+    eyes = np.asarray(regions.get("eyes", ()), dtype=np.int64)
+    lips = np.asarray(regions.get("lips", ()), dtype=np.int64)
+    if eyes.size == 0 or lips.size == 0:
+        return whole
+    e, m = v[eyes].mean(axis=0), v[lips].mean(axis=0)
+    d = e[1] - m[1]
+    if not d > 0.05 * (whole[1, 1] - whole[0, 1]):
+        return whole
+    half_w = FACE_BOX_WIDTH * max(float(np.abs(v[eyes, 0] - e[0]).max()), 0.5 * d)
+    lo = np.array([e[0] - half_w, m[1] - FACE_BOX_BELOW_MOUTH * d, 0.0])
+    hi = np.array([e[0] + half_w, e[1] + FACE_BOX_ABOVE_EYES * d, 0.0])
+    inside = np.all((v[:, :2] >= lo[:2]) & (v[:, :2] <= hi[:2]), axis=1)
+    zs = v[inside, 2] if inside.any() else v[:, 2]
+    lo[2], hi[2] = zs.min(), zs.max()
+    return np.stack([np.maximum(lo, whole[0]), np.minimum(hi, whole[1])])
+
+
 class MeshRenderer:
     """Renders one mesh topology with a fixed camera, lights and colours.
 
     Args:
         faces: ``(F, 3)`` int triangles.
-        reference: ``(V, 3)`` vertices the camera frames (usually the neutral face).
+        reference: ``(V, 3)`` vertices of the rest pose (usually the neutral face).
         colors: ``(V, 3)`` sRGB albedo in [0, 1], or None for ``config.skin``.
         config: look and speed settings.
+        frame: ``(N, 3)`` points whose bounding box the camera frames (e.g. :func:`face_box`);
+            default ``reference``.
     """
 
     def __init__(
@@ -167,6 +218,7 @@ class MeshRenderer:
         reference: np.ndarray,
         colors: np.ndarray | None = None,
         config: RenderConfig | None = None,
+        frame: np.ndarray | None = None,
     ) -> None:
         self.config = config or RenderConfig()
         cfg = self.config
@@ -178,7 +230,8 @@ class MeshRenderer:
         self.n_vertices = n_vertices
         self.size = cfg.size
         self._inner = cfg.size * cfg.supersample
-        self.camera = Camera.framing(ref, self._inner, cfg.fov_deg, cfg.margin)
+        target = ref if frame is None else np.asarray(frame, dtype=np.float32)
+        self.camera = Camera.framing(target, self._inner, cfg.fov_deg, cfg.margin)
         if colors is None:
             albedo = np.broadcast_to(raster.srgb_to_linear(np.array(cfg.skin)), (n_vertices, 3))
         else:
@@ -273,8 +326,11 @@ def pose_frames(face: FaceModel, motion: Motion, chunk: int = 64) -> Iterator[np
 
 
 def renderer_for(face: FaceModel, config: RenderConfig | None = None) -> MeshRenderer:
-    """A :class:`MeshRenderer` framing ``face``'s neutral mesh, with its vertex colours if any."""
-    return MeshRenderer(face.faces, face.neutral, face_colors(face), config)
+    """A :class:`MeshRenderer` for ``face`` with its vertex colours if any, its camera fixed on the
+    neutral mesh: the face (:func:`face_box`) or, with ``config.framing == "head"``, the whole mesh."""
+    cfg = config or RenderConfig()
+    frame = face_box(face) if cfg.framing == "face" else None
+    return MeshRenderer(face.faces, face.neutral, face_colors(face), cfg, frame=frame)
 
 
 def render_motion(face: FaceModel, motion: Motion, config: RenderConfig | None = None) -> Iterator[np.ndarray]:
@@ -420,10 +476,12 @@ def _gradient(h: int, w: int, top: Sequence[float], bottom: Sequence[float]) -> 
 
 
 __all__ = [
+    "FRAMINGS",
     "Camera",
     "MeshRenderer",
     "Panel",
     "RenderConfig",
+    "face_box",
     "face_colors",
     "panel_layout",
     "parallel_map",

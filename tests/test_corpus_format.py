@@ -105,3 +105,17 @@ def test_cli_check_and_stats(small_corpus, tmp_path, capsys):
     assert "total" in capsys.readouterr().out
     assert main(["data", "check", str(tmp_path / "nope")]) == 2
     assert "not an avitalk corpus" in capsys.readouterr().err
+
+
+def test_motion_mask_round_trips_and_is_checked(tmp_path):
+    clip = make_clip(0)
+    clip.motion_mask = np.ones(clip.motion.shape[0], bool)
+    clip.motion_mask[3:5] = False
+    back = row_to_clip(clip_to_row(clip))
+    np.testing.assert_array_equal(back.motion_mask, clip.motion_mask)
+    bad = make_clip(1, sentence="x")
+    bad.motion_mask = np.ones(3, bool)
+    bad.emotion = "unknown"
+    write_corpus(tmp_path, {"train": [bad]})
+    text = "\n".join(map(str, check_corpus(tmp_path).problems))
+    assert "motion_mask has 3 entries for 25 frames" in text and "emotion" not in text

@@ -18,6 +18,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: number of CPU cores)")
     p.set_defaults(func=_synth)
 
+    p = dsub.add_parser("import", help="import real data (MEAD/EMOCA, MeadText, RAVDESS, Live Link Face, video)")
+    isub = p.add_subparsers(dest="kind", metavar="KIND")
+    isub.required = True
+    from avitalk.data.importers import IMPORTERS, load_importer
+
+    for kind in IMPORTERS:
+        module = load_importer(kind)
+        if module is None:
+            continue
+        k = isub.add_parser(kind, help=module.HELP)
+        k.add_argument("src", help="source file or directory")
+        k.add_argument("--out", required=True, help="output corpus directory (resumed if interrupted)")
+        module.add_arguments(k)
+        k.set_defaults(func=_import, importer=module)
+
     p = dsub.add_parser("check", help="validate a corpus and name each bad clip")
     p.add_argument("dir", help="corpus directory")
     p.add_argument("--max-problems", type=int, default=1000, help="stop listing after this many problems")
@@ -50,6 +65,26 @@ def _synth(args: argparse.Namespace) -> int:
     clips = sum(s.clips for s in manifest.shards)
     minutes = sum(s.seconds for s in manifest.shards) / 60
     print(f"wrote {clips} clips ({minutes:.1f} min of audio) in {len(manifest.shards)} shards to {args.out}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from avitalk.data.check import check_corpus
+    from avitalk.errors import AvitalkError
+
+    src = Path(args.src)
+    if not src.exists():
+        raise AvitalkError(f"{src}: no such file or directory")
+    summary = args.importer.run(src, Path(args.out), args)
+    print(summary.format())
+    report = check_corpus(args.out)
+    if not report.ok:
+        for problem in report.problems:
+            print(problem, file=sys.stderr)
+        raise AvitalkError(f"the imported corpus at {args.out} fails data check ({len(report.problems)} problem(s))")
+    print(f"data check: ok ({report.clips} clips)")
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from avitalk.data.format import SPLITS, Manifest, decode_flac, file_sha256, iter_shard_rows
-from avitalk.data.labels import EMOTIONS
+from avitalk.data.labels import EMOTIONS, UNKNOWN
 from avitalk.errors import AvitalkError
 from avitalk.rates import AUDIO_SAMPLE_RATE, frames_for_samples
 
@@ -59,7 +59,7 @@ def check_clip_row(row: dict, motion_dim: int, fps: float) -> list[str]:
         out.append("audio contains NaN/Inf")
     if not row["instructions"] or not all(isinstance(t, str) and t.strip() for t in row["instructions"]):
         out.append("no instruction text")
-    if row["emotion"] not in EMOTIONS:
+    if row["emotion"] not in EMOTIONS and row["emotion"] != UNKNOWN:
         out.append(f"unknown emotion {row['emotion']!r}")
     if row["motion"] is not None:
         n, d = row["n_frames"], row["motion_dim"]
@@ -71,6 +71,9 @@ def check_clip_row(row: dict, motion_dim: int, fps: float) -> list[str]:
         if not np.isfinite(m).all():
             bad = np.flatnonzero(~np.isfinite(m.reshape(-1, d) if d and m.size == n * d else m))
             out.append(f"motion contains NaN/Inf ({bad.size} values)")
+        mask = row["motion_mask"]
+        if mask is not None and len(mask) != n:
+            out.append(f"motion_mask has {len(mask)} entries for {n} frames")
         if abs(row["fps"] - fps) > 1e-3:
             out.append(f"motion at {row['fps']} fps, the corpus declares {fps}")
         expected = frames_for_samples(audio.shape[0], fps)

@@ -59,6 +59,7 @@ SCHEMA = pa.schema(
         ("n_frames", pa.int32()),
         ("motion_dim", pa.int32()),
         ("motion", pa.list_(pa.float32())),  # null for audio-only clips
+        ("motion_mask", pa.list_(pa.bool_())),  # null when every frame is valid
         ("instructions", pa.list_(pa.string())),
         ("phones", pa.list_(_PHONE)),  # null when unknown
         ("words", pa.list_(_WORD)),  # null when unknown
@@ -75,6 +76,8 @@ class Clip:
     Attributes:
         audio: ``(N,)`` float32 mono samples at ``sample_rate`` (16 kHz).
         motion: ``(T, D)`` float32 in the corpus motion space at ``fps``, or ``None`` (audio only).
+        motion_mask: ``(T,)`` bool, False where the frame's motion is not valid (e.g. no face was
+            found in that video frame; such frames hold zeros), or ``None`` when all are valid.
         instructions: one or more visual-instruction texts (the first is canonical).
         phones: timed phones, or ``None`` when unknown.
         words: ``(word, start, end)`` triples, or ``None``.
@@ -99,6 +102,7 @@ class Clip:
     words: list[tuple[str, float, float]] | None = None
     source: str = ""
     extra: dict = field(default_factory=dict)
+    motion_mask: np.ndarray | None = None
 
     @property
     def duration(self) -> float:
@@ -140,6 +144,7 @@ def clip_to_row(clip: Clip) -> dict:
         "n_frames": 0 if m is None else int(m.shape[0]),
         "motion_dim": 0 if m is None else int(m.shape[1]),
         "motion": None if m is None else np.ascontiguousarray(m, dtype=np.float32).reshape(-1),
+        "motion_mask": None if clip.motion_mask is None else np.asarray(clip.motion_mask, dtype=bool),
         "instructions": list(clip.instructions),
         "phones": None
         if clip.phones is None
@@ -181,6 +186,7 @@ def row_to_clip(row: dict) -> Clip:
         words=words,
         source=row["source"],
         extra=json.loads(row["extra_json"] or "{}"),
+        motion_mask=None if row["motion_mask"] is None else np.asarray(row["motion_mask"], dtype=bool),
     )
 
 

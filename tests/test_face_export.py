@@ -213,7 +213,8 @@ def test_csv_layout_and_timecodes(tmp_path):
     assert rows[0][-6:] == ["LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll", "RightEyeYaw", "RightEyePitch", "RightEyeRoll"]
     assert rows[1][:2] == ["00:00:00:00.000", "61"] and rows[26][0] == "00:00:01:00.000"
     assert float(rows[5][rows[0].index("JawOpen")]) == pytest.approx(m.channel("jawOpen")[4], abs=1e-6)
-    assert float(rows[5][rows[0].index("HeadYaw")]) == pytest.approx(m.channel("headYaw")[4], abs=1e-6)
+    # Live Link writes head rotations normalised: degrees / 180 = radians / pi
+    assert float(rows[5][rows[0].index("HeadYaw")]) == pytest.approx(m.channel("headYaw")[4] / np.pi, abs=1e-8)
     assert live_link_timecode(3600 * 30 + 7, 30) == "01:00:00:07.000"
     assert frame_names(1_234_567, ".ply")[-1] == "frame_1234566.ply"
     assert ARKIT52.dim == 55

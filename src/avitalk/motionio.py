@@ -10,7 +10,9 @@ NPZ layout (``numpy.savez``, no pickled objects; strings are unicode arrays)::
 
 ARKit CSV is the layout Epic's Live Link Face app records and Unreal / Unity tools import:
 ``Timecode, BlendShapeCount``, the 52 blendshapes capitalised (``EyeBlinkLeft`` ...) in Apple's
-order, ``HeadYaw, HeadPitch, HeadRoll`` (radians) and six eye-rotation columns. Writing lives in
+order, ``HeadYaw, HeadPitch, HeadRoll`` and six eye-rotation columns. Head rotations in these
+files are *normalised*: Epic's ARKit face support writes ``degrees / 180`` (-1..1 for -180..180
+degrees), so ``radians = value * pi`` (:data:`LIVE_LINK_HEAD_SCALE`). Writing lives in
 :mod:`avitalk.face.export`; reading is here so every command accepts both.
 
 Every problem with a file is one :class:`~avitalk.errors.AvitalkError` line that names the file,
@@ -40,6 +42,8 @@ _NPZ_KEYS = ("values", "channels", "fps", "space")
 
 #: Live Link Face CSV columns after ``Timecode, BlendShapeCount`` and the 52 blendshapes.
 LIVE_LINK_HEAD = ("HeadYaw", "HeadPitch", "HeadRoll")
+LIVE_LINK_HEAD_SCALE = float(np.pi)
+"""Radians per unit of a Live Link Face head-rotation column (the CSV stores degrees / 180)."""
 LIVE_LINK_EYES = ("LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll", "RightEyeYaw", "RightEyePitch", "RightEyeRoll")
 #: The 52 blendshape column names (Apple's names with a capital first letter, Apple's order).
 LIVE_LINK_BLENDSHAPES: tuple[str, ...] = tuple(n[0].upper() + n[1:] for n in ARKIT_BLENDSHAPES)
@@ -171,7 +175,8 @@ def load_arkit_csv(path: str | os.PathLike[str], *, fps: float | None = None) ->
     """Read a Live Link Face CSV as an ``arkit52`` motion.
 
     Columns are matched by name (case-insensitive), so files with extra or reordered columns load;
-    the 52 blendshapes and ``HeadYaw/HeadPitch/HeadRoll`` (radians; missing head columns mean 0)
+    the 52 blendshapes and ``HeadYaw/HeadPitch/HeadRoll`` (normalised, ``degrees / 180``; converted
+    to radians; missing head columns mean 0)
     are used, eye rotations are ignored. Rows are taken as consecutive frames.
 
     Args:
@@ -215,6 +220,7 @@ def load_arkit_csv(path: str | os.PathLike[str], *, fps: float | None = None) ->
                 values[t, d] = float(row[c])
             except ValueError:
                 raise AvitalkError(f"{p}: line {t + 2}, column {rows[0][c]!r}: {row[c]!r} is not a number") from None
+    values[:, len(LIVE_LINK_BLENDSHAPES) :] *= LIVE_LINK_HEAD_SCALE  # normalised -> radians
     _check_finite(values, p)
     if fps is None:
         fps = _infer_timecode_rate([r[col["timecode"]] for r in body] if "timecode" in col else [], p)

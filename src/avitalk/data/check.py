@@ -90,13 +90,23 @@ def check_clip_row(row: dict, motion_dim: int, fps: float) -> list[str]:
     return out
 
 
+def split_policy(manifest: Manifest) -> dict[str, bool]:
+    """Which disjointness between splits the corpus promises: ``{"speaker": bool, "sentence": bool}``.
+
+    Read from ``manifest.generator["split_policy"]``; both default to True. A corpus whose sentences
+    cannot be held out (e.g. RAVDESS: two sentences) declares ``"sentence": false``.
+    """
+    declared = manifest.generator.get("split_policy") or {}
+    return {kind: bool(declared.get(kind, True)) for kind in ("speaker", "sentence")}
+
+
 def check_corpus(root: str | os.PathLike[str], max_problems: int = 1000) -> CheckReport:
     """Validate every shard and clip of the corpus at ``root``.
 
     Checks: manifest and motion space (unknown channels), shard checksums and row counts, audio
     (decodes, 16 kHz, mono, non-empty, finite), motion (finite, channel count, audio/motion length
     within one frame), phone timings, instruction presence, and that splits are disjoint by
-    speaker and by sentence.
+    speaker and by sentence (unless the manifest's :func:`split_policy` waives one of them).
     """
     root = Path(root)
     manifest = Manifest.load(root)
@@ -143,7 +153,10 @@ def check_corpus(root: str | os.PathLike[str], max_problems: int = 1000) -> Chec
         if n_rows != shard.clips:
             add(shard.file, f"holds {n_rows} clips, the manifest says {shard.clips}")
 
+    policy = split_policy(manifest)
     for kind, sets in (("speaker", split_speakers), ("sentence", split_sentences)):
+        if not policy[kind]:
+            continue
         names = sorted(sets)
         for i, a in enumerate(names):
             for b in names[i + 1 :]:

@@ -30,7 +30,7 @@ from avitalk.face.base import FaceModel
 from avitalk.face.export_gltf import MorphRig, write_glb
 from avitalk.face.render import face_colors, pose_frames
 from avitalk.fsutil import atomic_path
-from avitalk.motionio import LIVE_LINK_BLENDSHAPES, LIVE_LINK_COLUMNS, save_motion
+from avitalk.motionio import LIVE_LINK_BLENDSHAPES, LIVE_LINK_COLUMNS, LIVE_LINK_HEAD_SCALE, save_motion
 from avitalk.spaces import ARKIT52, ARKIT_BLENDSHAPES
 from avitalk.types import Motion
 
@@ -133,7 +133,8 @@ def write_arkit_csv(path: str | os.PathLike[str], motion: Motion) -> None:
 
     Columns: ``Timecode`` (``HH:MM:SS:FF.fff`` from 00:00:00:00 at the motion's fps),
     ``BlendShapeCount`` (61), the 52 blendshapes in Apple's order with capitalised names,
-    ``HeadYaw, HeadPitch, HeadRoll`` in radians, and the six eye rotations (written as 0: the
+    ``HeadYaw, HeadPitch, HeadRoll`` normalised as Live Link Face writes them (``radians / pi``, i.e.
+    degrees / 180), and the six eye rotations (written as 0: the
     eyes are driven by the ``eyeLook*`` blendshapes).
     """
     if motion.space != ARKIT52:
@@ -142,14 +143,14 @@ def write_arkit_csv(path: str | os.PathLike[str], motion: Motion) -> None:
             "export npz, obj, ply or glb instead"
         )
     shapes = motion.values[:, [ARKIT52.index(n) for n in ARKIT_BLENDSHAPES]]
-    head = motion.values[:, [ARKIT52.index(c) for c in ("headYaw", "headPitch", "headRoll")]]
+    head = motion.values[:, [ARKIT52.index(c) for c in ("headYaw", "headPitch", "headRoll")]] / LIVE_LINK_HEAD_SCALE
     n_extra = len(LIVE_LINK_COLUMNS) - 2 - len(LIVE_LINK_BLENDSHAPES)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(LIVE_LINK_COLUMNS)
     for t in range(motion.n_frames):
         row = [live_link_timecode(t, motion.fps), str(n_extra + len(LIVE_LINK_BLENDSHAPES))]
-        row += [f"{x:.6f}" for x in shapes[t]] + [f"{x:.6f}" for x in head[t]] + ["0.000000"] * (n_extra - 3)
+        row += [f"{x:.6f}" for x in shapes[t]] + [f"{x:.9f}" for x in head[t]] + ["0.000000"] * (n_extra - 3)
         w.writerow(row)
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue(), encoding="utf-8")

@@ -30,9 +30,10 @@ def apply_blendshapes(neutral: np.ndarray, basis: np.ndarray, weights: np.ndarra
 def euler_to_matrix(pitch: np.ndarray, yaw: np.ndarray, roll: np.ndarray) -> np.ndarray:
     """Rotation matrices for head pitch (about +X), yaw (about +Y), roll (about +Z), radians.
 
-    Composition ``R = R_yaw @ R_pitch @ R_roll`` (roll applied first), the convention of ARKit
-    head rotation exported by Live Link Face. Positive pitch tilts the face down (nod), positive
-    yaw turns it to the subject's left, positive roll tilts the head to the subject's left.
+    Composition ``R = R_yaw @ R_pitch @ R_roll`` (roll applied first). Positive pitch tilts the face
+    down (nod), positive yaw turns it to the subject's left, positive roll tilts the top of the head
+    toward the subject's right (counter-clockwise as the camera sees it). Live Link Face CSV head
+    columns are read into these channels without sign changes (not verified on device recordings).
 
     Args:
         pitch, yaw, roll: ``(T,)`` angles in radians.

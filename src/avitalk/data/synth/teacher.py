@@ -11,8 +11,8 @@
    word), slow head drift, emotion head offsets.
 
 Head rotations are radians with the conventions of :func:`avitalk.face.linear.euler_to_matrix`
-(positive pitch nods down, positive yaw/roll towards the subject's left). The result is
-deterministic given ``rng``.
+(positive pitch nods down, positive yaw turns toward the subject's left, positive roll tilts the
+top of the head toward the subject's right). The result is deterministic given ``rng``.
 """
 
 from __future__ import annotations

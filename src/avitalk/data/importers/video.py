@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="PATH",
         help="MediaPipe Face Landmarker bundle with blendshapes (face_landmarker.task / "
-        "face_landmarker_v2_with_blendshapes.task); see docs/importers-video.md",
+        "face_landmarker_v2_with_blendshapes.task); see docs/importers.md",
     )
     parser.add_argument("--workers", type=int, default=2, help="videos processed in parallel (default 2)")
     parser.add_argument(

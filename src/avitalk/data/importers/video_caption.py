@@ -5,7 +5,7 @@ the Face Landmarker measured, in the vocabulary of :mod:`avitalk.data.synth.capt
 
     A person speaks with noticeably lowered brows, moderate mouth movements and minimal head movements.
 
-How (all numbers are constants below, documented in docs/importers-video.md):
+How (all numbers are constants below, documented in docs/importers.md):
 
 * **expression actions** (smile, lowered brows, pressed lips, ...): the mean over face frames of the
   action's ARKit channels, minus a *resting level* (what MediaPipe reports for neutral talking faces:

@@ -113,3 +113,24 @@ def test_split_policy_waives_sentences_but_not_speakers(tmp_path):
     assert corpus(tmp_path / "b", {"speaker": True, "sentence": False}, "spkB").ok
     shared = corpus(tmp_path / "c", {"speaker": True, "sentence": False}, "spkA")
     assert [str(p) for p in shared.problems] == ["splits: test and train share 1 speaker(s), e.g. 'spkA'"]
+
+
+def test_python_api_runs_an_importer_with_keyword_options(tmp_path):
+    from avitalk.data.importers import import_data
+    from avitalk.errors import AvitalkError
+
+    src = tmp_path / "src"
+    src.mkdir()
+    with pytest.raises(AvitalkError, match="has no option"):
+        import_data("ravdess", src, tmp_path / "a", no_such_option=1)
+    with pytest.raises(AvitalkError, match="unknown importer"):
+        import_data("nope", src, tmp_path / "a")
+    with pytest.raises(AvitalkError, match=r"no \.wav or \.flac files"):
+        import_data("ravdess", src, tmp_path / "a")
+    if RAVDESS.is_dir():
+        for actor in ("07", "08", "23", "24"):
+            f = sorted((RAVDESS / f"Actor_{actor}").glob("*.flac"))[0]
+            shutil.copy(f, src / f.name)
+        summary = import_data("ravdess", src, tmp_path / "b", val_actors="8", test_actors="24")
+        assert summary.kind == "ravdess" and summary.imported == 4
+        assert check_corpus(tmp_path / "b").ok

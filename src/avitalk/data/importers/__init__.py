@@ -8,13 +8,24 @@ Each importer module exposes::
 
 and writes through :class:`avitalk.data.writer.CorpusWriter` (atomic shards, resumable). A corrupt
 or unreadable source file is reported by name in the summary and skipped, never fatal.
+
+From Python, :func:`import_data` runs any kind with its command-line options as keyword arguments::
+
+    from avitalk.data.importers import import_data
+    summary = import_data("ravdess", "RAVDESS/", "corpus-ravdess", test_actors="23,24")
+    print(summary.format())
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
+
+from avitalk.errors import AvitalkError
 
 #: kind -> module implementing it (imported only when that kind is used)
 IMPORTERS: dict[str, str] = {
@@ -58,3 +69,39 @@ def load_importer(kind: str) -> ModuleType | None:
         if e.name == IMPORTERS[kind]:
             return None
         raise
+
+
+def import_data(
+    kind: str, src: str | os.PathLike[str], out: str | os.PathLike[str], **options: object
+) -> ImportSummary:
+    """Import ``src`` into a corpus at ``out`` with importer ``kind``.
+
+    Args:
+        kind: one of :data:`IMPORTERS`.
+        options: the importer's command-line options by their Python names (``--val-actors`` is
+            ``val_actors``), with the same types the CLI would parse; omitted options take the
+            CLI defaults.
+
+    Raises:
+        AvitalkError: unknown kind or option, a required option missing, or a missing source.
+    """
+    if kind not in IMPORTERS:
+        raise AvitalkError(f"unknown importer {kind!r}; known: {', '.join(IMPORTERS)}")
+    module = load_importer(kind)
+    if module is None:
+        raise AvitalkError(f"importer {kind!r} is not available in this installation")
+    parser = argparse.ArgumentParser(prog=f"avitalk data import {kind}")
+    module.add_arguments(parser)
+    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    unknown = sorted(set(options) - set(actions))
+    if unknown:
+        raise AvitalkError(f"importer {kind!r} has no option(s) {unknown}; it has {sorted(actions)}")
+    values = {dest: a.default for dest, a in actions.items()}
+    values.update(options)
+    missing = [f"--{d.replace('_', '-')}" for d, a in actions.items() if a.required and d not in options]
+    if missing:
+        raise AvitalkError(f"importer {kind!r} needs {', '.join(missing)}")
+    src = Path(src)
+    if not src.exists():
+        raise AvitalkError(f"{src}: no such file or directory")
+    return module.run(src, Path(out), argparse.Namespace(**values))

@@ -64,6 +64,7 @@ class BuiltinFace:
     """
 
     name = "builtin"
+    closed = True  # every part is a closed, consistently oriented surface: renderers may cull back faces
     space: MotionSpace = ARKIT52
     materials: tuple[str, ...] = MATERIALS
     channel_names: tuple[str, ...] = ARKIT_BLENDSHAPES

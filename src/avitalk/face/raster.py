@@ -84,11 +84,14 @@ def rasterize(
     tri: np.ndarray,
     bary: np.ndarray,
     facing: np.ndarray,
+    cull_back: bool = False,
 ) -> None:  # pragma: no cover - jitted
     """Scan-convert triangles into a visibility buffer with a ``1/z`` depth test.
 
-    Both windings are drawn (the face is an open surface: through an open mouth one sees the
-    inside); ``facing`` records which side each triangle shows. Pixel centres are at ``+0.5``.
+    Both windings are drawn unless ``cull_back`` (an open surface such as the ICT face area shows
+    its inside through an open mouth; a mesh made of closed, consistently oriented surfaces, such
+    as the built-in face, never shows a back face, so culling them skips hidden work); ``facing``
+    records which side each triangle shows. Pixel centres are at ``+0.5``.
 
     Args:
         sx, sy: ``(V,)`` float32 pixel coordinates (x right, y down).
@@ -111,7 +114,7 @@ def rasterize(
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
         # y points down on screen, so a counter-clockwise (front) triangle has negative area
         facing[f] = 1 if area < 0.0 else 0
-        if area == 0.0:
+        if area == 0.0 or (cull_back and area > 0.0):
             continue
         xmin = max(int(np.floor(min(x0, x1, x2))), 0)
         xmax = min(int(np.ceil(max(x0, x1, x2))), w - 1)

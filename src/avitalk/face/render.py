@@ -210,6 +210,8 @@ class MeshRenderer:
         config: look and speed settings.
         frame: ``(N, 3)`` points whose bounding box the camera frames (e.g. :func:`face_box`);
             default ``reference``.
+        cull_back: skip triangles seen from behind; only for meshes of closed, consistently
+            oriented surfaces (face models say so with ``closed = True``).
     """
 
     def __init__(
@@ -219,8 +221,10 @@ class MeshRenderer:
         colors: np.ndarray | None = None,
         config: RenderConfig | None = None,
         frame: np.ndarray | None = None,
+        cull_back: bool = False,
     ) -> None:
         self.config = config or RenderConfig()
+        self.cull_back = cull_back
         cfg = self.config
         self.faces = np.ascontiguousarray(faces, dtype=np.int32)
         ref = np.asarray(reference, dtype=np.float32)
@@ -282,7 +286,7 @@ class MeshRenderer:
         zbuf.fill(0.0)
         tri.fill(-1)
         raster.vertex_normals(verts, self.faces, normals)
-        raster.rasterize(sx, sy, invz, self.faces, zbuf, tri, bary, facing)
+        raster.rasterize(sx, sy, invz, self.faces, zbuf, tri, bary, facing, self.cull_back)
         s = self.config.supersample
         out = self._background.copy() if s == 1 else big
         if s > 1:
@@ -330,7 +334,8 @@ def renderer_for(face: FaceModel, config: RenderConfig | None = None) -> MeshRen
     neutral mesh: the face (:func:`face_box`) or, with ``config.framing == "head"``, the whole mesh."""
     cfg = config or RenderConfig()
     frame = face_box(face) if cfg.framing == "face" else None
-    return MeshRenderer(face.faces, face.neutral, face_colors(face), cfg, frame=frame)
+    cull = bool(getattr(face, "closed", False))
+    return MeshRenderer(face.faces, face.neutral, face_colors(face), cfg, frame=frame, cull_back=cull)
 
 
 def render_motion(face: FaceModel, motion: Motion, config: RenderConfig | None = None) -> Iterator[np.ndarray]:

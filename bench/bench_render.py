@@ -88,7 +88,7 @@ def raster_only(renderer: MeshRenderer, verts: np.ndarray) -> None:
     zbuf.fill(0)
     tri.fill(-1)
     raster.vertex_normals(verts, renderer.faces, normals)
-    raster.rasterize(sx, sy, invz, renderer.faces, zbuf, tri, bary, facing)
+    raster.rasterize(sx, sy, invz, renderer.faces, zbuf, tri, bary, facing, renderer.cull_back)
 
 
 def fps_of(frames, n: int) -> float:

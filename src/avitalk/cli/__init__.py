@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from avitalk import __version__
 from avitalk.errors import AvitalkError
 
-_GROUPS = ("avitalk.cli.data", "avitalk.cli.face")
+_GROUPS = ("avitalk.cli.data", "avitalk.cli.face", "avitalk.cli.train")
 
 
 def build_parser() -> argparse.ArgumentParser:

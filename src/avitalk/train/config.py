@@ -53,11 +53,18 @@ class _Invalid(Exception):
     """A value does not fit a type (internal; turned into AvitalkError with the key's path)."""
 
 
-def load_config(cls: type[T], yaml_path: str | os.PathLike[str] | None = None, overrides: Sequence[str] = ()) -> T:
-    """Build ``cls`` from its defaults, then a YAML file, then ``key=value`` overrides (in that order).
+def load_config(
+    cls: type[T],
+    yaml_path: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    base: T | None = None,
+) -> T:
+    """Build ``cls`` from its defaults (or ``base``), then a YAML file, then ``key=value`` overrides.
 
     Args:
         cls: a dataclass type (frozen, possibly with nested dataclass fields).
+        base: start from this instance instead of the class defaults (e.g. a model preset).
         yaml_path: optional YAML file holding a mapping of (a subset of) the fields.
         overrides: ``"a.b=value"`` strings, applied left to right after the file.
 
@@ -71,7 +78,7 @@ def load_config(cls: type[T], yaml_path: str | os.PathLike[str] | None = None, o
         data = _read_yaml(Path(yaml_path))
     for item in overrides:
         _apply_override(cls, data, item)
-    return config_from_dict(cls, data)
+    return config_from_dict(cls, data, base=base)
 
 
 def config_from_dict(cls: type[T], data: Mapping[str, Any], *, base: T | None = None) -> T:

@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # e.g. to relaunch under torchrun
     try:
         status = args.func(args)
     except AvitalkError as e:

@@ -9,7 +9,6 @@ Running the same command again with the same ``--out`` resumes from its latest c
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from avitalk.errors import AvitalkError
@@ -47,4 +46,4 @@ def _motion(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides.append(f"train.max_steps={args.steps}")
     cfg = resolve_config(args.preset, args.config, overrides)
-    return train_motion(cfg, args.data, args.out, sys.argv[1:])
+    return train_motion(cfg, args.data, args.out, args.argv)

@@ -227,3 +227,11 @@ def test_default_framing_centres_on_the_face(face, cache_dir):
     assert lo[1] > v[:, 1].min() + 0.05
     full = ICTFace.load(ICT_DIR, face_only=False, cache_dir=cache_dir)
     np.testing.assert_allclose(face_box(full)[:, :2], np.stack([lo, hi])[:, :2], atol=0.01)
+
+
+def test_full_basis_is_exposed_for_losses_and_exporters(face):
+    names, basis = face.blendshape_basis()
+    assert names == ARKIT_BLENDSHAPES and basis.shape == (52, face.neutral.shape[0], 3)
+    assert not basis[ARKIT_BLENDSHAPES.index("tongueOut")].any() and not basis.flags.writeable
+    want = face.neutral + 0.5 * basis[ARKIT_BLENDSHAPES.index("jawOpen")]
+    np.testing.assert_allclose(_pose(face, jawOpen=0.5), want, atol=1e-6)

@@ -115,10 +115,14 @@ class ICTFace:
         face_only: whether only the face area (vertices 0..9408) is kept.
         landmarks: ``(68,)`` int64 iBUG-68 landmark vertex indices.
         pivot: ``(3,)`` float32 head-rotation pivot in metres.
+        channel_names: the 52 blendshape names (Apple's order).
+        basis: ``(52, V, 3)`` float32 read-only per-channel offsets (tongueOut's row is zero), e.g. for
+            a lip-vertex loss or exporters.
     """
 
     name = "ict-facekit"
     space: MotionSpace = ARKIT52
+    channel_names: tuple[str, ...] = ARKIT_BLENDSHAPES
 
     def __init__(
         self,
@@ -145,6 +149,8 @@ class ICTFace:
             raise ValueError(f"basis must be ({len(ARKIT_BLENDSHAPES)}, {n_v}, 3), got {basis.shape}")
         self._neutral = np.ascontiguousarray(neutral, dtype=np.float32)
         self._faces = np.ascontiguousarray(faces, dtype=np.int32)
+        self.basis = np.ascontiguousarray(basis, dtype=np.float32)
+        self.basis.flags.writeable = False
         active = np.flatnonzero(np.any(basis != 0, axis=(1, 2)))  # channels with a shape (not tongueOut)
         self._active = active
         self._basis = np.ascontiguousarray(basis[active], dtype=np.float32)  # (K, V, 3)
@@ -195,6 +201,10 @@ class ICTFace:
             neutral, basis = neutral[:n], basis[:, :n]
             tris = tris[np.all(tris < n, axis=1)]
         return cls(neutral, tris, basis, landmarks, face_only=face_only)
+
+    def blendshape_basis(self) -> tuple[tuple[str, ...], np.ndarray]:
+        """``(names, (52, V, 3) offsets)``: one morph target per blendshape channel (for exporters)."""
+        return self.channel_names, self.basis
 
     @property
     def neutral(self) -> np.ndarray:

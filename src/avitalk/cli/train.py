@@ -2,6 +2,7 @@
 
     avitalk train motion --data CORPUS --out RUN [--preset tiny|default] [--config YAML]
                          [--set KEY=VALUE ...] [--steps N] [KEY=VALUE ...] [--devices N] [--no-resume] ...
+    avitalk train align --data CORPUS --motion MOTION_RUN --out RUN [--preset ...] [--config ...] [--set ...]
 
 Running the same command again with the same ``--out`` resumes from its latest checkpoint.
 """
@@ -33,10 +34,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_train_arguments(m)
     m.set_defaults(func=_motion)
 
+    a = sub.add_parser(
+        "align",
+        help="train the stage-2 instruction aligner and diffusion prior (motion prior frozen)",
+        description="Train the instruction aligner and the style prior against a trained motion prior (--motion).",
+    )
+    a.add_argument("--data", type=Path, required=True, help="corpus directory (avitalk data synth / import)")
+    a.add_argument("--motion", type=Path, required=True, help="run directory of avitalk train motion (frozen)")
+    a.add_argument("--preset", choices=("tiny", "default"), default="default", help="model size (default: default)")
+    a.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    a.add_argument("--steps", type=int, help="optimizer steps (= train.max_steps)")
+    add_train_arguments(a)
+    a.set_defaults(func=_align)
 
-def _motion(args: argparse.Namespace) -> int:
+
+def _overrides(args: argparse.Namespace) -> list[str]:
     from avitalk.train.engine import train_overrides
-    from avitalk.train.motion_recipe import resolve_config, train_motion
 
     if not (args.data / "manifest.json").is_file():
         raise AvitalkError(f"{args.data}: not a corpus directory (no manifest.json)")
@@ -45,5 +58,19 @@ def _motion(args: argparse.Namespace) -> int:
     overrides = [*args.set_, *train_overrides(args)]
     if args.steps is not None:
         overrides.append(f"train.max_steps={args.steps}")
-    cfg = resolve_config(args.preset, args.config, overrides)
+    return overrides
+
+
+def _motion(args: argparse.Namespace) -> int:
+    from avitalk.train.motion_recipe import resolve_config, train_motion
+
+    cfg = resolve_config(args.preset, args.config, _overrides(args))
     return train_motion(cfg, args.data, args.out, args.argv)
+
+
+def _align(args: argparse.Namespace) -> int:
+    from avitalk.train.align_recipe import motion_checkpoint, resolve_config, train_align
+
+    overrides = _overrides(args)
+    cfg = resolve_config(args.preset, args.config, overrides, motion_checkpoint(args.motion))
+    return train_align(cfg, args.data, args.out, args.argv)

@@ -90,8 +90,7 @@ def train_align(cfg: AlignRecipeConfig, data: Path, out: Path, argv: Sequence[st
     if (status := maybe_relaunch(cfg.train, argv)) is not None:
         return status
     m, space, manifest = cfg.model, get_space(cfg.model.space), Manifest.load(data)
-    if manifest.space.name != space.name:
-        raise AvitalkError(f"{data}: corpus motion space is {manifest.space.name}, the motion run's is {space.name}")
+    space.require_same(manifest.space, f"corpus {data}")  # name, version and channels
     trainer = Trainer(cfg.train, out, config=cfg, space=space)
     parts = build_stage2(m)
     stats = MotionStats(torch.zeros(m.motion_dim), torch.ones(m.motion_dim))

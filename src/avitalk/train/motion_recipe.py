@@ -70,8 +70,7 @@ def train_motion(cfg: MotionRecipeConfig, data: Path, out: Path, argv: Sequence[
     if (status := maybe_relaunch(cfg.train, argv)) is not None:
         return status
     m, space, manifest = cfg.model, get_space(cfg.model.space), Manifest.load(data)
-    if manifest.space.name != space.name:
-        raise AvitalkError(f"{data}: corpus motion space is {manifest.space.name}, model.space is {space.name}")
+    space.require_same(manifest.space, f"corpus {data}")  # name, version and channels
     trainer = Trainer(cfg.train, out, config=cfg, space=space)
     env = os.environ.get("AVITALK_CACHE")
     encoder = CachedSpeechEncoder(load_speech_encoder(cfg.encoder), (default_cache_dir() if env else out) / "features")

@@ -20,18 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t = subparsers.add_parser("train", help="train the avitalk networks", description="Training recipes.")
     sub = t.add_subparsers(dest="recipe", metavar="RECIPE")
     sub.required = True
-    from avitalk.train.engine import add_train_arguments
 
     m = sub.add_parser(
         "motion",
         help="train the stage-2 motion prior (style encoder + talking generator)",
         description="Train the stage-2 motion prior on a corpus (train split; val split for validation).",
     )
-    m.add_argument("--data", type=Path, required=True, help="corpus directory (avitalk data synth / import)")
-    m.add_argument("--preset", choices=("tiny", "default"), default="default", help="model size (default: default)")
-    m.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    m.add_argument("--steps", type=int, help="optimizer steps (= train.max_steps)")
-    add_train_arguments(m)
+    _add_recipe_arguments(m)
     m.set_defaults(func=_motion)
 
     a = sub.add_parser(
@@ -39,13 +34,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the stage-2 instruction aligner and diffusion prior (motion prior frozen)",
         description="Train the instruction aligner and the style prior against a trained motion prior (--motion).",
     )
-    a.add_argument("--data", type=Path, required=True, help="corpus directory (avitalk data synth / import)")
     a.add_argument("--motion", type=Path, required=True, help="run directory of avitalk train motion (frozen)")
-    a.add_argument("--preset", choices=("tiny", "default"), default="default", help="model size (default: default)")
-    a.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    a.add_argument("--steps", type=int, help="optimizer steps (= train.max_steps)")
-    add_train_arguments(a)
+    _add_recipe_arguments(a)
     a.set_defaults(func=_align)
+
+
+def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """Options every recipe shares: corpus, preset, overrides, steps, and the Trainer's flags."""
+    from avitalk.train.engine import add_train_arguments
+
+    p.add_argument("--data", type=Path, required=True, help="corpus directory (avitalk data synth / import)")
+    p.add_argument("--preset", choices=("tiny", "default"), default="default", help="model size (default: default)")
+    p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--steps", type=int, help="optimizer steps (= train.max_steps)")
+    add_train_arguments(p)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:

@@ -154,9 +154,9 @@ def generate_clip(spec: ClipSpec, corpus_seed: int) -> Clip:
     from avitalk.data.synth.sentences import load_sentences
     from avitalk.data.synth.speech import synthesize
     from avitalk.data.synth.teacher import sample_clip_style, speaker_style, teach
-    from avitalk.data.synth.voices import SPEAKERS
+    from avitalk.data.synth.voices import speaker
 
-    voice = {v.id: v for v in SPEAKERS}[spec.speaker]
+    voice = speaker(spec.speaker)
     text = load_sentences()[spec.sentence]
     rng = np.random.default_rng([corpus_seed, 2, spec.index])
     prosody = sample_prosody(spec.emotion, spec.intensity, rng)

@@ -14,7 +14,16 @@ from collections.abc import Sequence
 from avitalk import __version__
 from avitalk.errors import AvitalkError
 
-_GROUPS = ("avitalk.cli.data", "avitalk.cli.face", "avitalk.cli.train")
+_GROUPS = (
+    "avitalk.cli.animate",
+    "avitalk.cli.describe",
+    "avitalk.cli.data",
+    "avitalk.cli.face",
+    "avitalk.cli.train",
+    "avitalk.cli.eval",
+    "avitalk.cli.serve",
+    "avitalk.cli.bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -373,7 +373,9 @@ class Trainer:
         out = []
         for name, obj in objects.items():
             if isinstance(obj, nn.Module):
-                obj = self.accelerator.prepare_model(obj)
+                trainable = any(p.requires_grad for p in obj.parameters())
+                # DDP refuses modules without trainable parameters (e.g. motion statistics, an EMA copy)
+                obj = self.accelerator.prepare_model(obj) if trainable else obj.to(self.device)
                 self.modules[name] = obj
             elif isinstance(obj, torch.optim.Optimizer):
                 obj = self.accelerator.prepare_optimizer(obj)

@@ -154,6 +154,9 @@ class Stage2Config:
         ref_sampling: ``"random"`` frames or one ``"contiguous"`` run, outside the window.
         prior: ``"diffusion"`` (the paper) or ``"direct"`` (ablation: an MLP from ``c`` to ``z``).
         contrastive: train the alignment with InfoNCE (ablation: ``False``).
+        style: condition the generator on a style embedding. ``False`` is the deterministic regression
+            baseline (FaceFormer-like, no style): the motion recipe builds no style encoder and feeds
+            ``z = 0``, so the same generator learns audio -> motion alone; such a run needs no align run.
         version: :data:`CONFIG_VERSION`.
     """
 
@@ -167,6 +170,7 @@ class Stage2Config:
     ref_sampling: RefSampling = "random"
     prior: PriorKind = "diffusion"
     contrastive: bool = True
+    style: bool = True
     style_encoder: StyleEncoderConfig = field(default_factory=StyleEncoderConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     align: AlignConfig = field(default_factory=AlignConfig)

@@ -4,6 +4,10 @@ The motion run (``avitalk train motion``) gives the generator and the motion sta
 (``avitalk train align``) the aligner and the prior (``denoiser`` or ``direct``); both are loaded
 strictly from their latest checkpoints, and the frozen speech / text encoders named in their configs
 are loaded too. The align run must have been trained on this motion checkpoint (same step).
+
+A regression-baseline motion run (``model.style=false``: no style encoder, trained with ``z = 0``) loads
+without an align run (``load_stage2(motion_run)`` / :func:`load_regression`): its synthesizer's style is
+always zero, whatever the instruction.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from avitalk.audio.encoder import SpeechEncoder, load_speech_encoder
 from avitalk.errors import AvitalkError
+from avitalk.motion.align import DirectMapping
 from avitalk.motion.config import Stage2Config
 from avitalk.motion.inference import Stage2Synthesizer
 from avitalk.motion.model import build_stage2
@@ -27,7 +33,7 @@ from avitalk.train.motion_recipe import MotionStats
 
 def load_stage2(
     motion_run: str | os.PathLike[str],
-    align_run: str | os.PathLike[str],
+    align_run: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
     *,
     speech_encoder: SpeechEncoder | None = None,
@@ -36,13 +42,16 @@ def load_stage2(
     """A :class:`Stage2Synthesizer` from the latest checkpoints of a motion run and an align run.
 
     Args:
-        motion_run, align_run: run directories (or their ``checkpoints`` dirs / a checkpoint).
+        motion_run, align_run: run directories (or their ``checkpoints`` dirs / a checkpoint). Without
+            ``align_run`` the motion run must be a regression baseline (``model.style=false``).
         device: where the networks (and encoders loaded here) run.
         speech_encoder, text_encoder: already loaded encoders to use instead of the configured ones.
 
     Raises:
         AvitalkError: a missing or wrong run, mismatched model fields or motion checkpoint step.
     """
+    if align_run is None:
+        return load_regression(motion_run, device, speech_encoder=speech_encoder)
     motion = motion_checkpoint(motion_run)
     path = Path(align_run)
     align = read_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
@@ -87,5 +96,76 @@ def load_stage2(
         std=stats.std,
         speech_encoder=speech_encoder,
         text_encoder=text_encoder,
+        device=device,
+    )
+
+
+class ZeroStyle(DirectMapping):
+    """The regression baseline's "prior": ``z = 0`` for every instruction (no parameters)."""
+
+    def __init__(self, style_dim: int) -> None:
+        nn.Module.__init__(self)  # no MLP: nothing to train or load
+        self.style_dim = style_dim
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        """``(B, style_dim)`` zeros for ``c`` ``(B, style_dim)``."""
+        return torch.zeros_like(c)
+
+
+class NoText:
+    """A text encoder that ignores its input (zeros), for runs whose style does not depend on text."""
+
+    name, version = "none", "1"
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """``(N, dim)`` zeros."""
+        return torch.zeros(len(texts), self.dim)
+
+
+def load_regression(
+    motion_run: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    *,
+    speech_encoder: SpeechEncoder | None = None,
+) -> Stage2Synthesizer:
+    """A :class:`Stage2Synthesizer` for a regression-baseline motion run (``model.style=false``).
+
+    The generator and statistics come from the run's latest checkpoint; the style is always ``z = 0``
+    (:class:`ZeroStyle`), so ``synthesize`` ignores the instruction and every sample is identical. The
+    aligner is an unused placeholder and no text encoder is loaded.
+
+    Raises:
+        AvitalkError: not a motion run, or a motion run with a style encoder (that one needs its align run).
+    """
+    path = Path(motion_run)
+    if not path.is_dir():
+        raise AvitalkError(f"{path}: no such motion run")
+    ckpt = read_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
+    if not isinstance(ckpt.config.get("model"), dict) or not {"generator", "stats"} <= set(ckpt.modules):
+        raise AvitalkError(f"{ckpt.path} is not a motion-prior checkpoint (no generator, stats or model config)")
+    cfg = Stage2Config.from_dict(ckpt.config["model"])
+    if cfg.style:
+        raise AvitalkError(f"{ckpt.path} has a style encoder (model.style=true): give its align run too")
+    space = get_space(cfg.space)
+    parts = build_stage2(cfg)
+    stats = MotionStats(torch.zeros(cfg.motion_dim), torch.ones(cfg.motion_dim))
+    load_checkpoint(ckpt.path, {"generator": parts.generator, "stats": stats}, expect_space=space)
+    if speech_encoder is None:
+        speech_encoder = load_speech_encoder(ckpt.config.get("encoder", "whisper-tiny.en"), device=device)
+    if speech_encoder.dim != cfg.content_dim:
+        raise AvitalkError(f"speech encoder gives {speech_encoder.dim} channels; the model wants {cfg.content_dim}")
+    return Stage2Synthesizer(
+        config=cfg,
+        space=space,
+        generator=parts.generator,
+        aligner=parts.aligner,
+        prior=ZeroStyle(cfg.style_dim),
+        mean=stats.mean,
+        std=stats.std,
+        speech_encoder=speech_encoder,
+        text_encoder=NoText(cfg.text_dim),
         device=device,
     )

@@ -5,6 +5,7 @@ Windows of content features + motion and reference frames from outside the windo
 ``pred = generator(content, z)``, loss :func:`~avitalk.motion.losses.motion_prior_loss` on motion
 standardised per channel (reconstruction + velocity + lip vertices of the built-in face for arkit52;
 no lip term for other spaces). The standardisation statistics are checkpointed as the ``stats`` module.
+``model.style=false`` trains the regression baseline: no style encoder, ``z = 0`` (docs/evaluation-stage2.md).
 """
 
 from __future__ import annotations
@@ -90,10 +91,15 @@ def train_motion(cfg: MotionRecipeConfig, data: Path, out: Path, argv: Sequence[
     mean, std = (torch.as_tensor(a) for a in train_set.motion_stats())
     stats = MotionStats(mean, std.clamp(min=1e-2))
     parts = build_stage2(m)
-    enc, gen = parts.style_encoder, parts.generator
-    opt = torch.optim.AdamW([*enc.parameters(), *gen.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = parts.generator
+    enc = parts.style_encoder if m.style else None  # model.style=false: regression baseline, z = 0
+    params = [*gen.parameters(), *(enc.parameters() if enc is not None else ())]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(cfg.warmup, 1)))
-    enc, gen, stats, opt, sched = trainer.prepare(style_encoder=enc, generator=gen, stats=stats, optim=opt, sched=sched)
+    encs = {"style_encoder": enc} if enc is not None else {}
+    prepared = trainer.prepare(**encs, generator=gen, stats=stats, optim=opt, sched=sched)
+    *maybe_enc, gen, stats, opt, sched = prepared
+    enc = maybe_enc[0] if maybe_enc else None
     lip = None
     if space.name == "arkit52":
         from avitalk.face.builtin import BuiltinFace
@@ -102,7 +108,10 @@ def train_motion(cfg: MotionRecipeConfig, data: Path, out: Path, argv: Sequence[
         lip = LipBasis.from_linear(face.neutral, face.basis, face.regions["lips"], range(52)).to(trainer.device)
 
     def losses(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        z = enc(stats(batch["refs"]), batch["ref_valid"])  # (B, Dz)
+        if enc is not None:
+            z = enc(stats(batch["refs"]), batch["ref_valid"])  # (B, Dz)
+        else:  # regression baseline: a constant (zero) style
+            z = batch["content"].new_zeros(batch["content"].shape[0], m.style_dim)  # (B, Dz)
         pred = gen(batch["content"], z, batch["valid"])  # (B, W, D), standardised
         out = motion_prior_loss(pred, stats(batch["motion"]), m.loss, batch["valid"], lip, channel_scale=stats.std)
         return out._asdict()

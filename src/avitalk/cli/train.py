@@ -3,6 +3,7 @@
     avitalk train motion --data CORPUS --out RUN [--preset tiny|default] [--config YAML]
                          [--set KEY=VALUE ...] [--steps N] [KEY=VALUE ...] [--devices N] [--no-resume] ...
     avitalk train align --data CORPUS --motion MOTION_RUN --out RUN [--preset ...] [--config ...] [--set ...]
+    avitalk train instruct --data CORPUS [--data CORPUS2 ...] --out RUN [--phase align|project|all] [--preset ...]
 
 Running the same command again with the same ``--out`` resumes from its latest checkpoint.
 """
@@ -37,6 +38,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--motion", type=Path, required=True, help="run directory of avitalk train motion (frozen)")
     _add_recipe_arguments(a)
     a.set_defaults(func=_align)
+
+    from avitalk.train import instruct_recipe
+
+    i = sub.add_parser(
+        "instruct",
+        help="train the stage-1 instruction generator (Q-Former alignment, then projection into the LLM)",
+        description="Train stage 1 on one or more corpora (--data repeatable): --phase align, project or all.",
+    )
+    instruct_recipe.add_arguments(i)
+    i.set_defaults(func=instruct_recipe.run)
 
 
 def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:

@@ -6,7 +6,10 @@ file is dequantised **once** by ``transformers`` (needs the ``gguf`` package, ~2
 plain :class:`~transformers.LlamaForCausalLM` and saved as safetensors + config + tokenizer files in
 ``$AVITALK_CACHE/llm/<hash>`` (default ``~/.cache/avitalk``); later loads read that directory in about
 a second. ``hf:PATH`` loads any local Hugging Face causal LM directory with the same code. Nothing is
-downloaded: every ``from_pretrained`` call uses ``local_files_only=True``.
+downloaded: every ``from_pretrained`` call uses ``local_files_only=True``. ``tiny-random`` is a 2-layer,
+64-wide random LLaMA with a small byte-level BPE tokenizer trained in memory on the prompt templates
+and a fixed list of face/emotion words: fully offline, identical on every call (seeded), for tests and
+the ``tiny`` stage-1 preset.
 
 The model is frozen (``requires_grad_(False)``, eval mode). Gradients still flow *through* it into
 soft prompts passed as ``inputs_embeds``, which is how the Q-Former and projection are trained.
@@ -29,7 +32,7 @@ from torch import Tensor
 
 from avitalk.errors import AvitalkError
 
-__all__ = ["CausalLM", "cache_root", "load_causal_lm", "smollm2_gguf_path"]
+__all__ = ["TINY_RANDOM", "CausalLM", "cache_root", "load_causal_lm", "load_tokenizer", "smollm2_gguf_path"]
 
 GenerateMode = Literal["greedy", "beam", "sample"]
 
@@ -133,7 +136,7 @@ def _resolve(spec: str) -> Path:
         if not (path / "config.json").is_file():
             raise AvitalkError(f"{path} is not a Hugging Face model directory (no config.json)")
         return path
-    raise AvitalkError(f"unknown language model {spec!r}: use 'smollm2' or 'hf:PATH'")
+    raise AvitalkError(f"unknown language model {spec!r}: use 'smollm2', 'tiny-random' or 'hf:PATH'")
 
 
 class CausalLM:
@@ -266,14 +269,93 @@ def _left_pad(embeds: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def load_causal_lm(spec: str = "smollm2", device: str | torch.device = "cpu") -> CausalLM:
-    """Load a frozen causal LM: ``"smollm2"`` (default, cached after the first load) or ``"hf:PATH"``.
+    """Load a frozen causal LM: ``"smollm2"`` (default, cached after the first load), ``"hf:PATH"`` or
+    ``"tiny-random"`` (a seeded random 2-layer LLaMA for tests).
 
     Raises:
         AvitalkError: unknown spec, missing package or directory.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if spec == TINY_RANDOM:
+        tokenizer = _tiny_tokenizer()
+        return CausalLM(_tiny_model(tokenizer).to(device), tokenizer, spec=spec)
     path = _resolve(spec)
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     return CausalLM(model.to(device), tokenizer, spec=spec)
+
+
+def load_tokenizer(spec: str = "smollm2") -> Any:
+    """The tokenizer of a causal-LM spec without loading its weights (``pad_token`` set like :class:`CausalLM`).
+
+    Raises:
+        AvitalkError: unknown spec, missing package or directory.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = _tiny_tokenizer() if spec == TINY_RANDOM else None
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(str(_resolve(spec)), local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+TINY_RANDOM = "tiny-random"
+
+_TINY_WORDS = (
+    "a woman man speaker person feels looks sounds speaks talks with slightly fairly quite very extremely "
+    "neutral calm happy sad angry fearful surprised disgusted contempt joy sorrow anger fear surprise disgust "
+    "broad smile smiling frown frowning raised lowered brows eyebrows eyes wide open narrowed squinting mouth "
+    "lips pressed corners jaw drops tight tense relaxed quick slow loud soft voice tone blinks often rarely "
+    "and or but the of in while his her their face expression talking style head nods tilts shakes"
+)
+
+
+def _tiny_tokenizer() -> Any:
+    """A byte-level BPE tokenizer (vocabulary 512) trained deterministically on fixed text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from avitalk.instruct.prompts import PROMPT_TEMPLATES  # deferred: prompts imports this module
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    words = _TINY_WORDS.split()
+    text = [*PROMPT_TEMPLATES, _TINY_WORDS, " ".join(w.capitalize() for w in words)] * 2
+    tok.train_from_iterator(text, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def _tiny_model(tokenizer: Any) -> Any:
+    """A seeded random 2-layer, 64-wide LLaMA over ``tokenizer``'s vocabulary (same weights on every call)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        initializer_range=0.2,  # peaked next-token distributions that a soft prompt can steer
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1234)
+        model = LlamaForCausalLM(cfg)
+    return model.float()

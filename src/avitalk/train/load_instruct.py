@@ -1,0 +1,113 @@
+"""Load a trained stage-1 model for inference: ``load_stage1(run) -> Describer``; ship weights without
+optimizer state: ``strip_stage1(run, out_dir)``.
+
+``run`` may be a stage-1 run directory (``avitalk train instruct --out RUN``: its ``project`` phase is
+used), a phase directory (``RUN/project``), a checkpoint root (``.../checkpoints``), one checkpoint
+(``.../step-000250``) or a stripped checkpoint directory written by :func:`strip_stage1`. Everything is
+loaded strictly from that one checkpoint (the projection-phase checkpoints hold every trained part);
+the frozen speech encoder and LLM named in its config are loaded unless given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from avitalk.audio.encoder import SpeechEncoder, load_speech_encoder
+from avitalk.errors import AvitalkError
+from avitalk.fsutil import atomic_write_text
+from avitalk.instruct.causal_lm import CausalLM, load_causal_lm, load_tokenizer
+from avitalk.instruct.config import Stage1Config
+from avitalk.instruct.describer import Describer
+from avitalk.instruct.model import build_stage1
+from avitalk.train.checkpoint import META, Checkpoint, load_checkpoint, read_checkpoint
+
+__all__ = ["find_stage1_checkpoint", "load_stage1", "strip_stage1"]
+
+
+def find_stage1_checkpoint(run: str | os.PathLike[str]) -> Checkpoint:
+    """The stage-1 checkpoint ``run`` points to (see the module docstring), checked to be complete.
+
+    Raises:
+        AvitalkError: nothing there, only an alignment phase, or not a stage-1 checkpoint.
+    """
+    path = Path(run)
+    if not path.exists():
+        raise AvitalkError(f"{path}: no such stage-1 model")
+    for candidate in (path / "project" / "checkpoints", path / "checkpoints"):
+        if candidate.is_dir():
+            path = candidate
+            break
+    else:
+        if (path / "align" / "checkpoints").is_dir():
+            raise AvitalkError(f"{path} has only the alignment phase: run `avitalk train instruct --phase project`")
+    ckpt = read_checkpoint(path)
+    model = ckpt.config.get("model")
+    if not isinstance(model, dict) or "qformer" not in model or "prompt_tokens" not in model:
+        raise AvitalkError(f"{ckpt.path} is not a stage-1 checkpoint (no stage-1 model config)")
+    cfg = Stage1Config.from_dict(model)
+    need = {"prompt"} if cfg.decoder == "llm" else {"text_decoder"}
+    if cfg.use_qformer:
+        need |= {"qformer", "align_head"}
+    if not need <= set(ckpt.modules):
+        raise AvitalkError(
+            f"{ckpt.path} is not a stage-1 model checkpoint (needs {', '.join(sorted(need))}; "
+            f"holds {', '.join(ckpt.modules)}): use the projection phase (RUN/project)"
+        )
+    return ckpt
+
+
+def load_stage1(
+    run: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    *,
+    speech_encoder: SpeechEncoder | None = None,
+    causal_lm: CausalLM | None = None,
+) -> Describer:
+    """A :class:`Describer` from a stage-1 run, phase directory, checkpoint or stripped checkpoint.
+
+    Args:
+        run: see the module docstring.
+        device: where the networks (and the backbones loaded here) run.
+        speech_encoder, causal_lm: already loaded backbones to use instead of the configured ones.
+
+    Raises:
+        AvitalkError: a missing or wrong checkpoint, weights that do not match the config, or backbones
+            of the wrong width.
+    """
+    ckpt = find_stage1_checkpoint(run)
+    cfg = Stage1Config.from_dict(ckpt.config["model"])
+    llm, tokenizer = None, None
+    if cfg.decoder == "llm":
+        llm = causal_lm if causal_lm is not None else load_causal_lm(cfg.llm, device=device)
+        tokenizer = llm.tokenizer
+    else:
+        tokenizer = causal_lm.tokenizer if causal_lm is not None else load_tokenizer(cfg.llm)
+    parts = build_stage1(cfg, llm_dim=llm.hidden_size if llm is not None else None, vocab_size=len(tokenizer))
+    load_checkpoint(ckpt.path, parts.modules())
+    if speech_encoder is None:
+        speech_encoder = load_speech_encoder(cfg.encoder, device=device)
+    return Describer(cfg, parts, speech_encoder, llm=llm, tokenizer=tokenizer, device=device)
+
+
+def strip_stage1(run: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """Copy the model of a stage-1 run (weights + metadata, no optimizer or RNG state) to ``out_dir``.
+
+    The result loads with :func:`load_stage1` (``out_dir`` is a checkpoint directory). Returns ``out_dir``.
+    """
+    ckpt = find_stage1_checkpoint(run)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise AvitalkError(f"{out} exists and is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    files = [f"{name}.safetensors" for name in ckpt.modules]
+    for name in files:
+        shutil.copyfile(ckpt.path / name, out / name)
+    meta = dict(ckpt.meta)
+    meta.update(states=[], world_size=0, files=[*files, META], extra={**ckpt.extra, "stripped_from": str(ckpt.path)})
+    atomic_write_text(out / META, json.dumps(meta, indent=1))
+    return out

@@ -1,0 +1,192 @@
+"""``avitalk train instruct``: both stage-1 phases on a tiny corpus (weightless encoders, tiny random LLM)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from avitalk.cli import main
+from avitalk.errors import AvitalkError
+from avitalk.instruct.causal_lm import CausalLM, load_causal_lm
+from avitalk.train.instruct_data import InstructClips, collate_instruct
+from avitalk.train.instruct_recipe import resolve_config, train_instruct
+from avitalk.train.load_instruct import load_stage1, strip_stage1
+from avitalk.types import Audio
+from conftest import write_corpus
+from instruct_fixtures import EMOTIONS, HashTextEncoder, SpectralEncoder, emotion_clip
+from test_train_motion import _scalars
+
+pytest.importorskip("accelerate")
+pytest.importorskip("tensorboardX")
+torch.set_num_threads(1)
+
+EMOS = list(EMOTIONS)
+BASE = [
+    "model.qformer.audio_dim=8",
+    "model.text_dim=16",
+    "align.train.batch_size=8",
+    "project.train.batch_size=8",
+    "align.train.log_every=5",
+    "project.train.log_every=5",
+    "align.train.eval_every=10",
+    "project.train.eval_every=10",
+    "align.train.progress=false",
+    "project.train.progress=false",
+    "align.warmup=1",
+    "project.warmup=1",
+    "align.lr=3e-3",
+    "project.lr=5e-2",
+]
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("s1corpus")
+    synth, audio_only = root / "synth", root / "ravdess"
+    synth.mkdir()
+    audio_only.mkdir()
+    write_corpus(
+        synth,
+        {
+            "train": [emotion_clip(i, EMOS[i % 4]) for i in range(12)],
+            "val": [emotion_clip(100 + i, EMOS[i % 4], "val") for i in range(4)],
+        },
+    )
+    write_corpus(audio_only, {"train": [emotion_clip(200 + i, EMOS[i % 4], motion=False) for i in range(4)]})
+    return synth, audio_only
+
+
+@pytest.fixture(scope="module")
+def lm() -> CausalLM:
+    return load_causal_lm("tiny-random")
+
+
+def _train(corpora, out, lm, phase="all", steps=20, extra=()):
+    cfg = resolve_config(
+        "tiny", None, [*BASE, f"align.train.max_steps={steps}", f"project.train.max_steps={steps}", *extra]
+    )
+    enc, txt = SpectralEncoder(), HashTextEncoder()
+    return train_instruct(cfg, list(corpora), out, [], phase, speech_encoder=enc, text_encoder=txt, causal_lm=lm)
+
+
+def test_dataset_crops_and_concatenates(corpora) -> None:
+    ds = InstructClips(list(corpora), "train", SpectralEncoder(), max_frames=20, seed=1)
+    assert ds.clips == 16 and ds.corpus_of.count(1) == 4  # the audio-only corpus is used
+    a, b = ds[3], ds[3]
+    assert torch.equal(a["features"], b["features"]) and a["text"] == b["text"]
+    assert a["features"].shape == (20, 8) and a["features"].dtype == torch.float32
+    batch = collate_instruct([ds[0], ds[1]])
+    assert batch["audio"].shape == (2, 20, 8) and batch["mask"].all() and len(batch["text"]) == 2
+    full = InstructClips(list(corpora), "val", SpectralEncoder(), max_frames=1000, crop=False, augment=False)
+    assert full[0]["features"].shape[0] == 60 and full[0]["text"] in full.instructions[0]
+    with pytest.raises(AvitalkError):
+        InstructClips([corpora[1]], "test", SpectralEncoder(), max_frames=20)
+
+
+def test_train_both_phases_frozen_parts_resume_and_describe(corpora, tmp_path, lm) -> None:
+    run = tmp_path / "run"
+    llm_before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    assert _train(corpora, run, lm) == 0
+    align = json.loads((run / "align" / "checkpoints" / "step-000020" / "meta.json").read_text())
+    assert set(align["modules"]) == {"qformer", "align_head"}
+    proj_dir = run / "project" / "checkpoints" / "step-000020"
+    proj = json.loads((proj_dir / "meta.json").read_text())
+    assert set(proj["modules"]) == {"qformer", "align_head", "prompt"}
+    assert proj["config"]["align_checkpoint"].endswith("step-000020")
+    assert list((run / "features").rglob("*.npy"))  # features cached under the run
+    a_loss, p_loss = _scalars(run / "align")["loss"], _scalars(run / "project")["loss"]
+    assert sorted(a_loss) == [5, 10, 15, 20] and a_loss[20] < a_loss[5]
+    assert p_loss[20] < 0.97 * p_loss[5]  # the projection alone steers a random 2-layer LM slowly
+    assert {10, 20} <= set(_scalars(run / "align")["val/r1"]) and 20 in _scalars(run / "project")["val/loss"]
+    # the LLM and (phase 2) the Q-Former stay bit-identical
+    assert all(torch.equal(v, llm_before[k]) for k, v in lm.model.state_dict().items())
+    q_align = load_file(run / "align" / "checkpoints" / "step-000020" / "qformer.safetensors")
+    q_proj = load_file(proj_dir / "qformer.safetensors")
+    assert q_align.keys() == q_proj.keys() and all(torch.equal(q_align[k], q_proj[k]) for k in q_align)
+
+    # resume: more steps continue from the latest checkpoints of both phases
+    assert _train(corpora, run, lm, steps=25) == 0
+    for phase in ("align", "project"):
+        assert (run / phase / "checkpoints" / "latest").read_text().strip() == "step-000025"
+    assert {25} <= set(_scalars(run / "project")["loss"])
+
+    # inference: deterministic, batch = single, stripped checkpoint loads the same model
+    describer = load_stage1(run, speech_encoder=SpectralEncoder(), causal_lm=lm)
+    clip = emotion_clip(7, "sad")
+    audio = Audio(clip.audio, 16000)
+    other = Audio(emotion_clip(8, "happy").audio, 16000)
+    s1 = describer.describe(audio, decoding="sample", seed=3).text
+    assert s1 == describer.describe(audio, decoding="sample", seed=3).text and isinstance(s1, str)
+    g = describer.describe(audio).text
+    assert describer.describe_batch([audio, other])[0].text == g
+    assert isinstance(describer.describe(audio, decoding="beam", num_beams=2).text, str)
+    emb = describer.embed([audio, other, audio])
+    assert emb.shape == (3, 16)
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close(emb[0], emb[2])
+    stripped = strip_stage1(run, tmp_path / "shipped")
+    assert not list(stripped.glob("optim*")) and not (stripped / "rng.json").exists()
+    again = load_stage1(stripped, speech_encoder=SpectralEncoder(), causal_lm=lm)
+    assert again.describe(audio).text == g
+    for bad in ({"decoding": "topk"}, {"max_new_tokens": 0}, {"template": 10}):
+        with pytest.raises(AvitalkError):
+            describer.describe(audio, **bad)
+    with pytest.raises(AvitalkError):
+        describer.describe(Audio(torch.zeros(0).numpy(), 16000))
+    with pytest.raises(AvitalkError):
+        describer.describe_batch([])
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "modules"),
+    [
+        ("no_llm", ["model.decoder=qformer"], {"qformer", "align_head", "text_decoder"}),
+        ("no_qformer", ["model.use_qformer=false"], {"prompt"}),
+        ("no_augment_tuned", ["augment=false", "model.tune_qformer=true"], {"qformer", "align_head", "prompt"}),
+    ],
+)
+def test_ablations_train_and_describe(corpora, tmp_path, lm, name, extra, modules) -> None:
+    run = tmp_path / name
+    assert _train(corpora, run, lm, steps=10, extra=extra) == 0
+    ckpt = run / "project" / "checkpoints" / "step-000010"
+    assert set(json.loads((ckpt / "meta.json").read_text())["modules"]) == modules
+    assert (run / "align").exists() == ("qformer" in modules)
+    loss = _scalars(run / "project")["loss"]
+    assert loss[10] < loss[5] * 1.05 and all(torch.isfinite(torch.tensor(v)) for v in loss.values())
+    if "model.tune_qformer=true" in extra:  # the Q-Former moved away from its aligned weights
+        q_align = load_file(run / "align" / "checkpoints" / "step-000010" / "qformer.safetensors")
+        q_proj = load_file(ckpt / "qformer.safetensors")
+        assert any(not torch.equal(q_align[k], q_proj[k]) for k in q_align)
+    d = load_stage1(run, speech_encoder=SpectralEncoder(), causal_lm=lm)
+    audio = Audio(emotion_clip(3, "angry").audio, 16000)
+    for decoding in ("greedy", "beam", "sample"):
+        a = d.describe(audio, decoding=decoding, num_beams=2, seed=1, max_new_tokens=6)
+        assert a == d.describe(audio, decoding=decoding, num_beams=2, seed=1, max_new_tokens=6)
+    assert d.embed([audio]).shape[0] == 1
+
+
+def test_project_needs_align_and_user_errors(corpora, tmp_path, lm, capsys) -> None:
+    with pytest.raises(AvitalkError, match="phase align"):
+        _train(corpora, tmp_path / "r", lm, phase="project")
+    with pytest.raises(AvitalkError, match="not a corpus"):
+        _train([tmp_path], tmp_path / "r", lm)
+    with pytest.raises(AvitalkError, match="only the alignment"):
+        _train(corpora, tmp_path / "r2", lm, phase="align", steps=2)
+        load_stage1(tmp_path / "r2", speech_encoder=SpectralEncoder(), causal_lm=lm)
+    with pytest.raises(AvitalkError):
+        load_stage1(tmp_path / "nothing")
+    synth = str(corpora[0])
+    assert main(["train", "instruct", "--data", str(tmp_path / "x"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a corpus directory" in capsys.readouterr().err
+    assert main(["train", "instruct", "--data", synth, "--out", str(tmp_path / "o"), "--set", "model.llm2=x"]) == 2
+    err = capsys.readouterr().err
+    assert "llm2" in err and len(err.strip().splitlines()) == 1
+    assert (
+        main(["train", "instruct", "--data", synth, "--out", str(tmp_path / "o"), "--set", "model.prompt_tokens=3"])
+        == 2
+    )
+    assert "prompt_tokens" in capsys.readouterr().err

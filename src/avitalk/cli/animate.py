@@ -1,6 +1,6 @@
 """``avitalk animate``: speech in, talking face out (docs/animate.md).
 
-    avitalk animate SPEECH -o OUTDIR [--instruction TEXT|@file.json|@file.yaml|@file.txt] [--samples N]
+    avitalk animate (SPEECH | --example) -o OUTDIR [--instruction TEXT|@file.json|@file.yaml|@file.txt] [--samples N]
                     [--seed N] [--guidance G] [--face builtin|ict:PATH|flame:PATH] [--formats mp4,glb,csv,npz]
                     [--models DIR]
 
@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="animate a face from speech (instruction, motion, video, GLB, CSV)",
         description="Speech -> visual instruction (stage 1) -> face motion (stage 2) -> MP4, GLB, CSV, NPZ.",
     )
-    p.add_argument("speech", type=Path, help="speech file (wav, flac, ogg, mp3)")
+    p.add_argument("speech", type=Path, nargs="?", help="speech file (wav, flac, ogg, mp3)")
+    p.add_argument("--example", action="store_true", help="animate the bundled ~6 s example clip instead of SPEECH")
     p.add_argument("-o", "--out", type=Path, required=True, help="output directory (created)")
     p.add_argument(
         "--instruction",
@@ -107,6 +108,17 @@ class StageProgress:
         print(f"  {name:<20} {took:6.2f} s" + (" " * 10 if self.tty else ""), file=self.stream, flush=True)
 
 
+def speech_path(args: argparse.Namespace) -> Path:
+    """SPEECH, or the bundled example with ``--example``; exactly one of them must be given."""
+    if (args.speech is None) == (not args.example):
+        raise AvitalkError("give exactly one of SPEECH (an audio file) or --example (the bundled clip)")
+    if args.example:
+        from avitalk.examples import example_path
+
+        return example_path()
+    return args.speech
+
+
 def cmd_animate(args: argparse.Namespace) -> int:
     from avitalk.audio.io import load_audio
     from avitalk.pipeline import Pipeline
@@ -115,7 +127,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
         raise AvitalkError(f"--samples must be >= 1, got {args.samples}")
     formats = parse_formats(args.formats)
     timeline = parse_instruction_arg(args.instruction)
-    audio = load_audio(args.speech)
+    audio = load_audio(speech_path(args))
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise AvitalkError(f"cannot write to output directory {out}: it is a file")

@@ -4,6 +4,8 @@
                          [--set KEY=VALUE ...] [--steps N] [KEY=VALUE ...] [--devices N] [--no-resume] ...
     avitalk train align --data CORPUS --motion MOTION_RUN --out RUN [--preset ...] [--config ...] [--set ...]
     avitalk train instruct --data CORPUS [--data CORPUS2 ...] --out RUN [--phase align|project|all] [--preset ...]
+    avitalk train all --out RUNS [--preset tiny|default] [--hours H | --data CORPUS ...] [--ravdess PATH]
+                      [--export DIR] [--set motion.KEY=V|align.KEY=V|instruct.KEY=V|train.KEY=V ...] [--export-only]
 
 Running the same command again with the same ``--out`` resumes from its latest checkpoint.
 """
@@ -48,6 +50,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     instruct_recipe.add_arguments(i)
     i.set_defaults(func=instruct_recipe.run)
+
+    from avitalk.train import all_recipe
+
+    al = sub.add_parser(
+        "all",
+        help="the whole training of the default models: corpus, motion, align, instruct, export (resumable)",
+        description="Synthesise (or reuse) the corpus, train motion -> align -> instruct into OUT/motion, "
+        "OUT/align, OUT/stage1 and export the stripped weights (OUT/export). Running it again resumes; "
+        "finished recipes are skipped. Overrides: --set motion.KEY=V / align.KEY=V / instruct.KEY=V / "
+        "train.KEY=V (every recipe). See docs/training.md.",
+    )
+    all_recipe.add_arguments(al)
+    al.set_defaults(func=all_recipe.run)
 
 
 def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:

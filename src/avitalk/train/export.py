@@ -53,9 +53,16 @@ def _copy_module(src: Path, dst: Path, dtype: torch.dtype) -> int:
     with safe_open(str(src), framework="pt", device="cpu") as f:
         metadata = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    out = {k: (t.to(dtype) if t.is_floating_point() else t).contiguous() for k, t in tensors.items()}
+    out = {k: (t.to(dtype) if _castable(t, dtype) else t).contiguous() for k, t in tensors.items()}
     save_file(out, str(dst), metadata=metadata)
     return dst.stat().st_size
+
+
+def _castable(t: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Cast a floating tensor to ``dtype`` only if every value stays finite there (else it stays as it is)."""
+    if not t.is_floating_point() or t.dtype == dtype:
+        return False
+    return bool(torch.isfinite(t.to(dtype)).all()) or not bool(torch.isfinite(t).all())
 
 
 def export_checkpoint(
@@ -73,7 +80,8 @@ def export_checkpoint(
         dest: the new directory (created; an existing *exported* checkpoint there is replaced, any
             other existing non-empty directory is an error).
         dtype: ``torch.float32`` or ``torch.float16`` (halves the size; loading casts back to the
-            module's dtype). Modules in :data:`KEEP_FLOAT32` stay float32.
+            module's dtype). Modules in :data:`KEEP_FLOAT32` stay float32, and so does any tensor with
+            values beyond the range of ``dtype`` (float16 overflows above 65504).
         modules: module names to keep (default: all of them).
 
     Returns:
@@ -113,6 +121,9 @@ def export_checkpoint(
             },
         )
         (tmp / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        for p in tmp.iterdir():  # mkdtemp makes an owner-only directory: shipped weights are world-readable
+            p.chmod(0o644)
+        tmp.chmod(0o755)
         _swap_into_place(tmp, dest)
     finally:
         _remove_flat(tmp)

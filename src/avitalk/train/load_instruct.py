@@ -10,21 +10,19 @@ the frozen speech encoder and LLM named in its config are loaded unless given.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 
 import torch
 
 from avitalk.audio.encoder import SpeechEncoder, load_speech_encoder
 from avitalk.errors import AvitalkError
-from avitalk.fsutil import atomic_write_text
 from avitalk.instruct.causal_lm import CausalLM, load_causal_lm, load_tokenizer
 from avitalk.instruct.config import Stage1Config
 from avitalk.instruct.describer import Describer
 from avitalk.instruct.model import build_stage1
-from avitalk.train.checkpoint import META, Checkpoint, load_checkpoint, read_checkpoint
+from avitalk.train.checkpoint import Checkpoint, load_checkpoint, read_checkpoint
+from avitalk.train.export import export_checkpoint
 
 __all__ = ["find_stage1_checkpoint", "load_stage1", "strip_stage1"]
 
@@ -94,20 +92,13 @@ def load_stage1(
     return Describer(cfg, parts, speech_encoder, llm=llm, tokenizer=tokenizer, device=device)
 
 
-def strip_stage1(run: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+def strip_stage1(
+    run: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32
+) -> Path:
     """Copy the model of a stage-1 run (weights + metadata, no optimizer or RNG state) to ``out_dir``.
 
-    The result loads with :func:`load_stage1` (``out_dir`` is a checkpoint directory). Returns ``out_dir``.
+    :func:`avitalk.train.export.export_checkpoint` of the checkpoint :func:`find_stage1_checkpoint`
+    picks (``dtype=torch.float16`` halves it). The result loads with :func:`load_stage1` (``out_dir`` is a
+    checkpoint directory). Returns ``out_dir``.
     """
-    ckpt = find_stage1_checkpoint(run)
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise AvitalkError(f"{out} exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True)
-    files = [f"{name}.safetensors" for name in ckpt.modules]
-    for name in files:
-        shutil.copyfile(ckpt.path / name, out / name)
-    meta = dict(ckpt.meta)
-    meta.update(states=[], world_size=0, files=[*files, META], extra={**ckpt.extra, "stripped_from": str(ckpt.path)})
-    atomic_write_text(out / META, json.dumps(meta, indent=1))
-    return out
+    return export_checkpoint(find_stage1_checkpoint(run).path, out_dir, dtype=dtype)

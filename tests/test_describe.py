@@ -29,11 +29,15 @@ SETS = [
 ]
 
 
-def test_describe_without_model_or_file_is_a_one_line_error(tmp_path, capsys) -> None:
+def test_describe_without_model_or_file_is_a_one_line_error(tmp_path, capsys, monkeypatch) -> None:
+    from avitalk import pipeline
+
     wav = tmp_path / "a.wav"
     save_audio(wav, Audio(np.zeros(1600, np.float32), 16000))
+    monkeypatch.setattr(pipeline, "default_models_dir", lambda: tmp_path / "none")  # a build without weights
     assert main(["describe", str(wav)]) == 2
-    assert "--model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no default stage-1 model" in err and "--model" in err and len(err.strip().splitlines()) == 1
     assert main(["describe", str(tmp_path / "missing.wav"), "--model", str(tmp_path)]) == 2
     assert "no such file" in capsys.readouterr().err
     assert main(["describe", str(wav), "--model", str(tmp_path / "nope")]) == 2

@@ -4,7 +4,8 @@
                      [--max-new-tokens N] [--temperature T] [--device cpu]
 
 ``--model`` is a stage-1 run directory (``avitalk train instruct --out RUN``), its ``project`` phase,
-a checkpoint or a stripped checkpoint directory. Prints the instruction on stdout.
+a checkpoint or a stripped checkpoint directory; without it the shipped default model
+(``avitalk/weights/default/instruct``) is used. Prints the instruction on stdout.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Stage 1: describe the speaker's face and talking style from speech.",
     )
     p.add_argument("speech", type=Path, help="speech recording (wav/flac/...; resampled to 16 kHz mono)")
-    p.add_argument("--model", type=Path, help="stage-1 run, checkpoint or stripped checkpoint directory")
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="stage-1 run, checkpoint or stripped checkpoint directory (default: the shipped model)",
+    )
     p.add_argument("--decoding", choices=("greedy", "beam", "sample"), default="greedy", help="default: greedy")
     p.add_argument("--beams", type=int, default=3, help="beams for --decoding beam (default 3)")
     p.add_argument("--seed", type=int, help="seed for --decoding sample (same seed, same text)")
@@ -35,9 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _describe(args: argparse.Namespace) -> int:
     if args.model is None:
-        raise AvitalkError(
-            "no default stage-1 model is installed yet: pass --model RUN (a run of `avitalk train instruct`)"
-        )
+        from avitalk.pipeline import default_models_dir
+
+        args.model = default_models_dir() / "instruct"
+        if not (args.model / "meta.json").is_file():
+            raise AvitalkError(
+                f"no default stage-1 model in {args.model} (this avitalk build ships none): "
+                "pass --model RUN (a run of `avitalk train instruct`)"
+            )
     if not args.speech.is_file():
         raise AvitalkError(f"{args.speech}: no such file")
     from avitalk.audio.io import load_audio

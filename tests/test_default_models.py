@@ -28,7 +28,8 @@ def test_default_models_are_shipped_small_and_documented():
     for part in ("motion", "align", "instruct"):
         meta = json.loads((root / part / "meta.json").read_text(encoding="utf-8"))
         assert meta["format"] == "avitalk-checkpoint" and meta["exported"]["dtype"] == "float16"
-        assert meta["space"]["name"] == "arkit52"
+        if part != "instruct":  # stage 1 writes text: it has no motion space
+            assert meta["space"]["name"] == "arkit52"
         for name in meta["files"]:
             assert (root / part / name).is_file(), f"{part}/{name} listed in meta.json but missing"
     total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())

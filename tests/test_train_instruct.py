@@ -100,7 +100,8 @@ def test_train_both_phases_frozen_parts_resume_and_describe(corpora, tmp_path, l
     assert list((run / "features").rglob("*.npy"))  # features cached under the run
     a_loss, p_loss = _scalars(run / "align")["loss"], _scalars(run / "project")["loss"]
     assert sorted(a_loss) == [5, 10, 15, 20] and a_loss[20] < a_loss[5]
-    assert p_loss[20] < 0.97 * p_loss[5]  # the projection alone steers a random 2-layer LM slowly
+    # the projection alone steers a random 2-layer LM slowly (its soft tokens start at the embedding scale)
+    assert p_loss[20] < 0.98 * p_loss[5]
     assert {10, 20} <= set(_scalars(run / "align")["val/r1"]) and 20 in _scalars(run / "project")["val/loss"]
     # the LLM and (phase 2) the Q-Former stay bit-identical
     assert all(torch.equal(v, llm_before[k]) for k, v in lm.model.state_dict().items())

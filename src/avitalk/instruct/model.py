@@ -46,6 +46,7 @@ __all__ = [
     "contrastive_loss",
     "llm_prompt_loss",
     "masked_mean",
+    "match_embedding_scale",
     "tokenize_targets",
 ]
 
@@ -85,6 +86,30 @@ class QueryPrompt(nn.Module):
         b, q, h = queries.shape
         grouped = queries.reshape(b, self.tokens, q // self.tokens, h).mean(dim=2)  # (B, k, H_q)
         return self.proj(grouped)
+
+
+@torch.no_grad()
+def match_embedding_scale(linear: nn.Linear, soft: Tensor, embed_weight: Tensor) -> float:
+    """Rescale ``linear`` (weight and bias) so the soft tokens it made have the LLM's embedding scale.
+
+    With PyTorch's default init, a projection of layer-normed Q-Former outputs gives soft tokens about
+    5x the norm of SmolLM2's token embeddings: out of the distribution the frozen LLM reads, which it
+    answers with generic text and which the projection then needs many steps to unlearn. Called once
+    before the projection phase (a data-dependent init; a resumed run loads its weights over it).
+
+    Args:
+        linear: the projection producing the soft tokens.
+        soft: (B, k, H_llm) soft tokens ``linear`` produced for one batch.
+        embed_weight: (V, H_llm) the LLM's input-embedding matrix.
+
+    Returns:
+        The factor applied.
+    """
+    scale = float(embed_weight.float().std() / soft.float().std().clamp_min(1e-8))
+    linear.weight.mul_(scale)
+    if linear.bias is not None:
+        linear.bias.mul_(scale)
+    return scale
 
 
 class PooledPrompt(nn.Module):

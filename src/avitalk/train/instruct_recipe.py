@@ -43,6 +43,7 @@ from avitalk.instruct.model import (
     build_stage1,
     contrastive_loss,
     llm_prompt_loss,
+    match_embedding_scale,
     tokenize_targets,
 )
 from avitalk.instruct.prompts import PROMPT_TEMPLATES
@@ -85,7 +86,7 @@ class InstructRecipeConfig:
     )
     project: PhaseConfig = field(
         default_factory=lambda: PhaseConfig(
-            lr=1e-3, warmup=20, train=TrainConfig(max_steps=200, batch_size=8, eval_every=50, ckpt_every=50)
+            lr=1e-2, warmup=20, train=TrainConfig(max_steps=400, batch_size=8, eval_every=50, ckpt_every=50)
         )
     )
     align_checkpoint: str = ""
@@ -273,6 +274,17 @@ def _train_project(cfg: InstructRecipeConfig, sets: _Sets, out: Path, causal_lm:
         assert parts.qformer is not None and parts.align_head is not None
         load_checkpoint(align_ckpt.path, {"qformer": parts.qformer, "align_head": parts.align_head})
         trainer.say(f"Q-Former from {align_ckpt.path} (step {align_ckpt.step})" + (", tuned" if m.tune_qformer else ""))
+    if llm is not None and parts.prompt is not None:  # soft tokens at the LLM's embedding scale
+        probe = collate_instruct([train_set[i] for i in range(min(pc.train.batch_size, len(train_set)))])
+        with torch.no_grad():
+            if isinstance(parts.prompt, PooledPrompt):
+                soft = parts.prompt(probe["audio"], probe["mask"])
+            else:
+                assert parts.qformer is not None
+                soft = parts.prompt(parts.qformer(probe["audio"], probe["mask"]))
+        linear = parts.prompt.proj if isinstance(parts.prompt, PooledPrompt) else parts.prompt.proj.proj
+        scale = match_embedding_scale(linear, soft, llm.model.get_input_embeddings().weight)
+        trainer.say(f"projection scaled by {scale:.3f} to the LLM's embedding scale")
     trainable: list[torch.nn.Parameter] = []
     for name, module in parts.modules().items():
         learn = name in ("prompt", "text_decoder") or (name == "qformer" and m.tune_qformer)

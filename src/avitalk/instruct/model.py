@@ -105,7 +105,7 @@ def match_embedding_scale(linear: nn.Linear, soft: Tensor, embed_weight: Tensor)
     Returns:
         The factor applied.
     """
-    scale = float(embed_weight.float().std() / soft.float().std().clamp_min(1e-8))
+    scale = float(embed_weight.float().std()) / max(float(soft.float().std()), 1e-8)  # any two devices
     linear.weight.mul_(scale)
     if linear.bias is not None:
         linear.bias.mul_(scale)

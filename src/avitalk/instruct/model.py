@@ -82,6 +82,11 @@ class QueryPrompt(nn.Module):
         self.tokens = tokens
         self.proj = AudioProjection(qformer_dim, llm_dim)
 
+    @property
+    def projection(self) -> nn.Linear:
+        """The linear map that makes the soft tokens (see :func:`match_embedding_scale`)."""
+        return self.proj.proj
+
     def forward(self, queries: Tensor) -> Tensor:
         b, q, h = queries.shape
         grouped = queries.reshape(b, self.tokens, q // self.tokens, h).mean(dim=2)  # (B, k, H_q)
@@ -120,6 +125,11 @@ class PooledPrompt(nn.Module):
         self.tokens, self.llm_dim = tokens, llm_dim
         self.norm = nn.LayerNorm(audio_dim)
         self.proj = nn.Linear(audio_dim, tokens * llm_dim)
+
+    @property
+    def projection(self) -> nn.Linear:
+        """The linear map that makes the soft tokens (see :func:`match_embedding_scale`)."""
+        return self.proj
 
     def forward(self, audio: Tensor, mask: Tensor | None = None) -> Tensor:
         pooled = self.norm(masked_mean(audio, mask))  # (B, D_a)

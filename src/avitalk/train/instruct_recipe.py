@@ -282,8 +282,7 @@ def _train_project(cfg: InstructRecipeConfig, sets: _Sets, out: Path, causal_lm:
             else:
                 assert parts.qformer is not None
                 soft = parts.prompt(parts.qformer(probe["audio"], probe["mask"]))
-        linear = parts.prompt.proj if isinstance(parts.prompt, PooledPrompt) else parts.prompt.proj.proj
-        scale = match_embedding_scale(linear, soft, llm.model.get_input_embeddings().weight)
+        scale = match_embedding_scale(parts.prompt.projection, soft, llm.model.get_input_embeddings().weight)
         trainer.say(f"projection scaled by {scale:.3f} to the LLM's embedding scale")
     trainable: list[torch.nn.Parameter] = []
     for name, module in parts.modules().items():

@@ -191,3 +191,43 @@ def test_project_needs_align_and_user_errors(corpora, tmp_path, lm, capsys) -> N
         == 2
     )
     assert "prompt_tokens" in capsys.readouterr().err
+
+
+def test_lora_adapter_trains_saves_and_loads(corpora, tmp_path) -> None:
+    """model.lora_rank > 0: LoRA on the LLM trains with the projection, is checkpointed alone and reloads."""
+    from avitalk.instruct.adapter import LLMAdapter
+    from avitalk.instruct.model import PrefixCache, llm_prompt_loss
+
+    run = tmp_path / "lora"
+    assert _train(corpora, run, load_causal_lm("tiny-random"), steps=10, extra=["model.lora_rank=2"]) == 0
+    ckpt = run / "project" / "checkpoints" / "step-000010"
+    assert set(json.loads((ckpt / "meta.json").read_text())["modules"]) == {
+        "qformer", "align_head", "prompt", "llm_adapter"
+    }  # fmt: skip
+    weights = load_file(ckpt / "llm_adapter.safetensors")
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and len(weights) == 2 * len(lora_b)  # A and B of each target layer, nothing of the LLM
+    assert any(float(v.abs().max()) > 0 for v in lora_b)  # B starts at zero: it trained
+    loss = _scalars(run / "project")["loss"]
+    assert loss[10] < loss[5] * 1.05
+
+    fresh = load_causal_lm("tiny-random")
+    d = load_stage1(run, speech_encoder=SpectralEncoder(), causal_lm=fresh)
+    assert any("lora_" in n for n, _ in fresh.model.named_parameters())
+    with pytest.raises(AvitalkError, match="already carries"):
+        LLMAdapter(fresh, 2, 4.0, ("q_proj",))
+    audio = Audio(emotion_clip(3, "angry").audio, 16000)
+    assert d.describe(audio, max_new_tokens=6) == d.describe(audio, max_new_tokens=6)
+
+    # the reloaded adapter is the trained one: same loss as a model without it differs
+    plain = load_causal_lm("tiny-random")
+    feats = torch.randn(2, 5, plain.hidden_size)
+    targets = [[5, 6, 7, plain.eos_token_id], [8, 9, plain.eos_token_id]]
+    with torch.no_grad():
+        adapted = llm_prompt_loss(fresh, PrefixCache(fresh, d.parts.llm_adapter), 0, feats, targets)
+        cached = llm_prompt_loss(fresh, PrefixCache(fresh), 0, feats, targets)
+        base = llm_prompt_loss(plain, PrefixCache(plain), 0, feats, targets)
+    assert torch.allclose(adapted, cached)  # the adapter lives in the LLM: both paths see it
+    assert not torch.allclose(adapted, base)
+    with pytest.raises(AvitalkError, match="LoRA targets"):
+        LLMAdapter(plain, 2, 4.0, ("no_such_layer",))

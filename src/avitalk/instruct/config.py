@@ -61,6 +61,12 @@ class Stage1Config:
         use_qformer: ``False`` = ablation "without Q-Former": the mean-pooled speech features are projected
             directly into ``direct_tokens`` prompt tokens (no alignment phase).
         tune_qformer: also train the Q-Former (and its alignment head stays fixed) in the projection phase.
+        lora_rank: rank of a LoRA adapter trained on the LLM with the projection (0 = the paper's
+            frozen LLM; see :mod:`avitalk.instruct.adapter` for why the default preset uses 8). Unused
+            with ``decoder="qformer"`` (no LLM runs).
+        lora_alpha: LoRA scale numerator (the update is scaled by ``lora_alpha / lora_rank``).
+        lora_targets: comma-separated names of the LLM's linear layers that get LoRA (LLaMA-family
+            attention queries and values by default).
         prompt_tokens: audio prompt tokens given to the LLM: the ``num_queries`` query outputs are
             averaged in consecutive groups down to this many (must divide ``num_queries``; equal to it =
             the paper's setting). Fewer tokens make CPU training and decoding cheaper.
@@ -82,6 +88,9 @@ class Stage1Config:
     decoder: DecoderKind = "llm"
     use_qformer: bool = True
     tune_qformer: bool = False
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: str = "q_proj,v_proj"
     prompt_tokens: int = 8
     direct_tokens: int = 4
     init_temperature: float = 0.07
@@ -103,11 +112,18 @@ class Stage1Config:
             self.qformer.num_queries % self.prompt_tokens == 0,
             f"prompt_tokens ({self.prompt_tokens}) must divide qformer.num_queries ({self.qformer.num_queries})",
         )
+        _check(self.lora_rank >= 0, f"lora_rank must be >= 0, got {self.lora_rank}")
+        _check(self.lora_rank == 0 or bool(self.targets), "lora_targets names no layer")
         _check(self.max_crop_s > 0, f"max_crop_s must be positive, got {self.max_crop_s}")
         _check(self.init_temperature > 0, "init_temperature must be positive")
         d = self.text_decoder
         _check(d.layers >= 1 and d.hidden % d.heads == 0, "text_decoder: layers >= 1 and hidden divisible by heads")
         _check(d.max_len > self.max_target_tokens + 1, "text_decoder.max_len must exceed max_target_tokens + 1")
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The LoRA target layer names of :attr:`lora_targets`."""
+        return tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
 
     @property
     def audio_dim(self) -> int:
@@ -132,8 +148,9 @@ class Stage1Config:
 
     @classmethod
     def default(cls, **overrides: Any) -> Stage1Config:
-        """Q-Former 32 queries x 4 layers x 256 (3.7 M parameters), SmolLM2-135M, 8 audio prompt tokens."""
-        return cls().replace(**overrides)
+        """Q-Former 32 queries x 4 layers x 256 (3.7 M parameters), SmolLM2-135M with a rank-8 LoRA, 8
+        audio prompt tokens."""
+        return cls(lora_rank=8).replace(**overrides)
 
     def replace(self, **overrides: Any) -> Stage1Config:
         """A copy with fields replaced; nested sub-configs may be given as dicts of their own fields."""

@@ -11,11 +11,14 @@ and checkpointed under these names:
   projected directly into ``direct_tokens`` soft tokens).
 - ``text_decoder`` (:class:`TextDecoder`, ``decoder="qformer"``): a small causal transformer with cross-
   attention to the query outputs over the LLM's tokenizer ("without LLM").
+- ``llm_adapter`` (:class:`~avitalk.instruct.adapter.LLMAdapter`, ``lora_rank > 0``): LoRA on the LLM,
+  attached once the LLM is loaded (:meth:`Stage1Parts.attach_llm`).
 
 :class:`PrefixCache` keeps the frozen LLM's keys/values of ``BOS + template`` for each of the ten
 templates (the LLM never changes, so they are computed once); :func:`llm_prompt_loss` then runs the LLM
 only over ``audio prompt + instruction`` — the next-token loss of the projection phase at a fraction of
-the cost of the full sequence.
+the cost of the full sequence. With a LoRA adapter the prefix depends on trained weights, so it is
+recomputed (with gradients) on every call instead.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avitalk.errors import AvitalkError
+from avitalk.instruct.adapter import LLMAdapter
 from avitalk.instruct.causal_lm import CausalLM, GenerateMode
 from avitalk.instruct.config import Stage1Config, TextDecoderConfig
 from avitalk.instruct.projection import AudioProjection
@@ -276,11 +280,18 @@ class Stage1Parts:
     align_head: AlignHead | None
     prompt: QueryPrompt | PooledPrompt | None
     text_decoder: TextDecoder | None
+    llm_adapter: LLMAdapter | None = None
 
     def modules(self) -> dict[str, nn.Module]:
         """Checkpoint name → module, for the parts that exist."""
-        names = ("qformer", "align_head", "prompt", "text_decoder")
+        names = ("qformer", "align_head", "prompt", "text_decoder", "llm_adapter")
         return {n: m for n in names if (m := getattr(self, n)) is not None}
+
+    def attach_llm(self, llm: CausalLM) -> None:
+        """Give the loaded LLM its LoRA adapter when the config has one (``lora_rank > 0``; else nothing)."""
+        c = self.config
+        if c.lora_rank > 0 and c.decoder == "llm" and self.llm_adapter is None:
+            self.llm_adapter = LLMAdapter(llm, c.lora_rank, c.lora_alpha, c.targets)
 
     def memory(self, audio: Tensor, mask: Tensor | None = None) -> Tensor:
         """Q-Former outputs: (B, T_a, D_a), (B, T_a) → (B, q_a, H_q)."""
@@ -347,10 +358,14 @@ def tokenize_targets(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> l
 
 
 class PrefixCache:
-    """Frozen-LLM keys/values of ``BOS + PROMPT_TEMPLATES[i]`` (computed on first use, then reused)."""
+    """Frozen-LLM keys/values of ``BOS + PROMPT_TEMPLATES[i]`` (computed on first use, then reused).
 
-    def __init__(self, llm: CausalLM) -> None:
-        self.llm = llm
+    With ``adapter`` (LoRA on the LLM) nothing is cached: the keys/values are recomputed through the
+    adapter on every :meth:`get`, with gradients when they are enabled.
+    """
+
+    def __init__(self, llm: CausalLM, adapter: nn.Module | None = None) -> None:
+        self.llm, self.adapter = llm, adapter
         self._kv: dict[int, list[tuple[Tensor, Tensor]]] = {}
         self._len: dict[int, int] = {}
 
@@ -358,9 +373,16 @@ class PrefixCache:
         bos = self.llm.bos_token_id
         return ([bos] if bos is not None else []) + self.llm.tokenize(PROMPT_TEMPLATES[template_id])
 
-    @torch.no_grad()
     def get(self, template_id: int) -> tuple[list[tuple[Tensor, Tensor]], int]:
         """Per-layer ``(keys, values)`` of shape (1, heads, P, head_dim) and the prefix length P."""
+        if self.adapter is not None:
+            ids = torch.tensor([self.prefix_ids(template_id)], device=self.llm.device)
+            out = self.adapter(inputs_embeds=self.llm.embed(ids), use_cache=True)
+            return [(layer.keys, layer.values) for layer in out.past_key_values.layers], ids.shape[1]
+        with torch.no_grad():
+            return self._cached(template_id)
+
+    def _cached(self, template_id: int) -> tuple[list[tuple[Tensor, Tensor]], int]:
         if template_id not in self._kv:
             ids = torch.tensor([self.prefix_ids(template_id)], device=self.llm.device)
             out = self.llm.model(inputs_embeds=self.llm.embed(ids), use_cache=True)
@@ -376,7 +398,8 @@ def llm_prompt_loss(
     """Next-token loss of the instructions given ``BOS + template + audio prompt`` (projection phase).
 
     The cached prefix keys/values are reused (one template per batch), so the LLM only runs over the
-    audio prompt and the right-padded targets; the result equals the loss of the full sequence.
+    audio prompt and the right-padded targets; the result equals the loss of the full sequence. With
+    a LoRA adapter (``prefix.adapter``) the LLM runs through it and gradients reach it too.
 
     Args:
         llm: the frozen LLM; prefix: its :class:`PrefixCache`; template_id: the batch's template.
@@ -406,6 +429,7 @@ def llm_prompt_loss(
         labels[i, k : k + len(t)] = ids[i, : len(t)]
         mask[i, plen + k : plen + k + len(t)] = 1
     embeds = torch.cat([audio_prompt.to(llm.dtype), llm.embed(ids)], dim=1)  # (B, k + L, H)
-    out = llm.model(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache, use_cache=True)
+    run = prefix.adapter if prefix.adapter is not None else llm.model
+    out = run(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache, use_cache=True)
     logits = out.logits[:, :-1].float()
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)

@@ -9,7 +9,9 @@ Two phases, each a :class:`~avitalk.train.engine.Trainer` run in its own directo
   frozen (``model.tune_qformer=true`` trains the Q-Former too); the audio prompt (``prompt``) is
   trained with the frozen LLM's next-token loss on the instruction given ``BOS + template + audio
   prompt`` (one of the ten templates per batch, its keys/values cached), or the ``text_decoder`` with
-  ``model.decoder=qformer``. Checkpoints hold every part, so ``RUN/project`` alone is the model.
+  ``model.decoder=qformer``. With ``model.lora_rank > 0`` (the default preset) a LoRA adapter on the
+  LLM (``llm_adapter``) trains with it at ``lora_lr``. Checkpoints hold every part, so ``RUN/project``
+  alone is the model.
 
 ``--phase all`` runs both; running the same command again resumes where it stopped. Speech features
 are cached under ``RUN/features`` (``$AVITALK_CACHE/features`` when that is set), so each clip is
@@ -77,6 +79,7 @@ class InstructRecipeConfig:
     model: Stage1Config = field(default_factory=Stage1Config)
     augment: bool = True  # instruction synonym replacement (ablation: false)
     variants: int = 8  # seeded rewordings per instruction (0: fresh each time)
+    lora_lr: float = 1e-3  # learning rate of the LLM's LoRA adapter (model.lora_rank > 0)
     repeats: int = 1  # passes over the clips per epoch
     val_batches: int = 8
     align: PhaseConfig = field(
@@ -270,6 +273,8 @@ def _train_project(cfg: InstructRecipeConfig, sets: _Sets, out: Path, causal_lm:
     else:
         tokenizer = causal_lm.tokenizer if causal_lm is not None else load_tokenizer(m.llm)
     parts = build_stage1(m, llm_dim=llm.hidden_size if llm is not None else None, vocab_size=len(tokenizer))
+    if llm is not None:
+        parts.attach_llm(llm)  # LoRA adapter when model.lora_rank > 0
     if align_ckpt is not None:
         assert parts.qformer is not None and parts.align_head is not None
         load_checkpoint(align_ckpt.path, {"qformer": parts.qformer, "align_head": parts.align_head})
@@ -285,18 +290,20 @@ def _train_project(cfg: InstructRecipeConfig, sets: _Sets, out: Path, causal_lm:
         scale = match_embedding_scale(parts.prompt.projection, soft, llm.model.get_input_embeddings().weight)
         trainer.say(f"projection scaled by {scale:.3f} to the LLM's embedding scale")
     trainable: list[torch.nn.Parameter] = []
+    adapter_params: list[torch.nn.Parameter] = []
     for name, module in parts.modules().items():
-        learn = name in ("prompt", "text_decoder") or (name == "qformer" and m.tune_qformer)
+        learn = name in ("prompt", "text_decoder", "llm_adapter") or (name == "qformer" and m.tune_qformer)
         module.requires_grad_(learn)
         if learn:
-            trainable += list(module.parameters())
+            (adapter_params if name == "llm_adapter" else trainable).extend(module.parameters())
         else:
             module.eval()
-    opt, sched = _scheduled(trainable, pc)
+    groups = [{"params": trainable}] + ([{"params": adapter_params, "lr": cfg.lora_lr}] if adapter_params else [])
+    opt, sched = _scheduled(groups, pc)
     prepared = trainer.prepare(**parts.modules(), optim=opt, sched=sched)
     mods = dict(zip(parts.modules(), prepared, strict=False))
     qformer, prompt, decoder = mods.get("qformer"), mods.get("prompt"), mods.get("text_decoder")
-    prefix = PrefixCache(llm) if llm is not None else None
+    prefix = PrefixCache(llm, mods.get("llm_adapter")) if llm is not None else None
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
     def memory(batch: dict[str, Any]) -> torch.Tensor:

@@ -51,6 +51,8 @@ def find_stage1_checkpoint(run: str | os.PathLike[str]) -> Checkpoint:
     need = {"prompt"} if cfg.decoder == "llm" else {"text_decoder"}
     if cfg.use_qformer:
         need |= {"qformer", "align_head"}
+    if cfg.lora_rank > 0 and cfg.decoder == "llm":
+        need |= {"llm_adapter"}
     if not need <= set(ckpt.modules):
         raise AvitalkError(
             f"{ckpt.path} is not a stage-1 model checkpoint (needs {', '.join(sorted(need))}; "
@@ -71,7 +73,8 @@ def load_stage1(
     Args:
         run: see the module docstring.
         device: where the networks (and the backbones loaded here) run.
-        speech_encoder, causal_lm: already loaded backbones to use instead of the configured ones.
+        speech_encoder, causal_lm: already loaded backbones to use instead of the configured ones (a
+            model with a LoRA adapter injects it into ``causal_lm``: give each such model its own LM).
 
     Raises:
         AvitalkError: a missing or wrong checkpoint, weights that do not match the config, or backbones
@@ -86,7 +89,11 @@ def load_stage1(
     else:
         tokenizer = causal_lm.tokenizer if causal_lm is not None else load_tokenizer(cfg.llm)
     parts = build_stage1(cfg, llm_dim=llm.hidden_size if llm is not None else None, vocab_size=len(tokenizer))
+    if llm is not None:
+        parts.attach_llm(llm)  # LoRA (lora_rank > 0): the LLM given or loaded here carries it from now on
     load_checkpoint(ckpt.path, parts.modules())
+    for module in parts.modules().values():
+        module.requires_grad_(False).eval()
     if speech_encoder is None:
         speech_encoder = load_speech_encoder(cfg.encoder, device=device)
     return Describer(cfg, parts, speech_encoder, llm=llm, tokenizer=tokenizer, device=device)

@@ -1,0 +1,60 @@
+"""Optional LoRA adapter on the stage-1 language model (``model.lora_rank > 0``).
+
+The paper (§3.3.3) keeps LLaMA-7b frozen and trains only the audio projection. A 135M-parameter LM
+(SmolLM2, our default) cannot be steered that way in a CPU-sized budget: after 150 projection steps
+its validation loss was still 4.0 nats/token and its texts generic English that rarely named an
+emotion, while the same run with rank-8 LoRA on the attention queries and values was at 1.2 and wrote
+sentences of the corpus's form (docs/stage1.md, "LoRA"). ``lora_rank=0`` is the paper's frozen LM.
+
+:class:`LLMAdapter` injects the LoRA layers into the LM with ``peft`` (the reference implementation;
+we only hold the parameters) and is a module whose ``state_dict`` is exactly those low-rank matrices,
+so the checkpoint holds a few hundred kilobytes rather than the LM. Its ``forward`` runs the LM, so a
+distributed (DDP) wrapper of the adapter sees every use of its parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from avitalk.errors import AvitalkError
+from avitalk.instruct.causal_lm import CausalLM
+
+__all__ = ["LLMAdapter"]
+
+
+class LLMAdapter(nn.Module):
+    """Rank-``rank`` LoRA (scale ``alpha / rank``) on the ``targets`` linear layers of ``llm``'s model.
+
+    The LM's own weights stay frozen; LoRA's second matrix starts at zero, so a new adapter leaves the
+    LM unchanged. Injection mutates ``llm.model`` in place: one adapter per loaded LM.
+    """
+
+    def __init__(self, llm: CausalLM, rank: int, alpha: float, targets: Sequence[str]) -> None:
+        super().__init__()
+        from peft import LoraConfig, inject_adapter_in_model
+
+        if any("lora_" in n for n, _ in llm.model.named_parameters()):
+            raise AvitalkError("this language model already carries a LoRA adapter; load a fresh one")
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets), bias="none")
+        try:
+            inject_adapter_in_model(config, llm.model)
+        except ValueError as e:  # no module of that name in this LM
+            raise AvitalkError(f"LoRA targets {', '.join(targets)}: {e}") from None
+        object.__setattr__(self, "_llm", llm)  # not a submodule: the LM's weights are not ours to save
+        self.lora = nn.ParameterDict(
+            {name.replace(".", "__"): p for name, p in llm.model.named_parameters() if "lora_" in name}
+        )
+        if not len(self.lora):
+            raise AvitalkError(f"LoRA targets {', '.join(targets)} matched no layer of the language model")
+
+    @property
+    def llm(self) -> CausalLM:
+        """The language model the adapter lives in."""
+        return self._llm  # type: ignore[no-any-return]
+
+    def forward(self, **kwargs: Any) -> Any:
+        """The LM's forward (``inputs_embeds=..., attention_mask=..., past_key_values=...``)."""
+        return self._llm.model(**kwargs)

@@ -84,12 +84,12 @@ class InstructRecipeConfig:
     val_batches: int = 8
     align: PhaseConfig = field(
         default_factory=lambda: PhaseConfig(
-            lr=5e-4, warmup=30, train=TrainConfig(max_steps=300, batch_size=32, eval_every=100, ckpt_every=100)
+            lr=5e-4, warmup=30, train=TrainConfig(max_steps=1000, batch_size=32, eval_every=100, ckpt_every=100)
         )
     )
     project: PhaseConfig = field(
         default_factory=lambda: PhaseConfig(
-            lr=1e-2, warmup=20, train=TrainConfig(max_steps=400, batch_size=8, eval_every=50, ckpt_every=50)
+            lr=1e-2, warmup=20, train=TrainConfig(max_steps=1000, batch_size=8, eval_every=100, ckpt_every=100)
         )
     )
     align_checkpoint: str = ""

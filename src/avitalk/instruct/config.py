@@ -121,6 +121,11 @@ class Stage1Config:
         _check(d.max_len > self.max_target_tokens + 1, "text_decoder.max_len must exceed max_target_tokens + 1")
 
     @property
+    def uses_lora(self) -> bool:
+        """Whether the model has a LoRA adapter on its LLM (``lora_rank > 0`` and ``decoder="llm"``)."""
+        return self.lora_rank > 0 and self.decoder == "llm"
+
+    @property
     def targets(self) -> tuple[str, ...]:
         """The LoRA target layer names of :attr:`lora_targets`."""
         return tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())

@@ -290,7 +290,7 @@ class Stage1Parts:
     def attach_llm(self, llm: CausalLM) -> None:
         """Give the loaded LLM its LoRA adapter when the config has one (``lora_rank > 0``; else nothing)."""
         c = self.config
-        if c.lora_rank > 0 and c.decoder == "llm" and self.llm_adapter is None:
+        if c.uses_lora and self.llm_adapter is None:
             self.llm_adapter = LLMAdapter(llm, c.lora_rank, c.lora_alpha, c.targets)
 
     def memory(self, audio: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -376,20 +376,16 @@ class PrefixCache:
     def get(self, template_id: int) -> tuple[list[tuple[Tensor, Tensor]], int]:
         """Per-layer ``(keys, values)`` of shape (1, heads, P, head_dim) and the prefix length P."""
         if self.adapter is not None:
-            ids = torch.tensor([self.prefix_ids(template_id)], device=self.llm.device)
-            out = self.adapter(inputs_embeds=self.llm.embed(ids), use_cache=True)
-            return [(layer.keys, layer.values) for layer in out.past_key_values.layers], ids.shape[1]
-        with torch.no_grad():
-            return self._cached(template_id)
-
-    def _cached(self, template_id: int) -> tuple[list[tuple[Tensor, Tensor]], int]:
+            return self._compute(template_id, self.adapter)
         if template_id not in self._kv:
-            ids = torch.tensor([self.prefix_ids(template_id)], device=self.llm.device)
-            out = self.llm.model(inputs_embeds=self.llm.embed(ids), use_cache=True)
-            cache = out.past_key_values
-            self._kv[template_id] = [(layer.keys, layer.values) for layer in cache.layers]
-            self._len[template_id] = ids.shape[1]
+            with torch.no_grad():
+                self._kv[template_id], self._len[template_id] = self._compute(template_id, self.llm.model)
         return self._kv[template_id], self._len[template_id]
+
+    def _compute(self, template_id: int, run: Any) -> tuple[list[tuple[Tensor, Tensor]], int]:
+        ids = torch.tensor([self.prefix_ids(template_id)], device=self.llm.device)
+        out = run(inputs_embeds=self.llm.embed(ids), use_cache=True)
+        return [(layer.keys, layer.values) for layer in out.past_key_values.layers], ids.shape[1]
 
 
 def llm_prompt_loss(

@@ -51,7 +51,7 @@ def find_stage1_checkpoint(run: str | os.PathLike[str]) -> Checkpoint:
     need = {"prompt"} if cfg.decoder == "llm" else {"text_decoder"}
     if cfg.use_qformer:
         need |= {"qformer", "align_head"}
-    if cfg.lora_rank > 0 and cfg.decoder == "llm":
+    if cfg.uses_lora:
         need |= {"llm_adapter"}
     if not need <= set(ckpt.modules):
         raise AvitalkError(

@@ -85,7 +85,9 @@ def test_teacher_scores_perfectly_and_the_mean_face_does_not(face):
     assert res.diversity_z > 0 and res.diversity_vertex > 0 and res.clips == 4 and len(res.per_clip) == 4
     mean = np.mean(np.concatenate(motions), axis=0)
     flat = evaluate_motion(MeanFaceSource(mean), clips, face, clf, n_samples=3, closure=closure)
-    assert flat.lve > 1.0 and flat.lip_closure == 0.0 and flat.jitter == 0.0 and flat.diversity_vertex == 0.0
+    # A constant face has zero jitter and zero diversity up to float rounding: BLAS may block the
+    # rows of the vertex matmul differently, so identical frames can differ in the last bits.
+    assert flat.lve > 1.0 and flat.lip_closure == 0.0 and flat.jitter < 1e-6 and flat.diversity_vertex < 1e-6
     assert np.isnan(flat.diversity_z) and flat.to_dict()["diversity_z"] is None
     with pytest.raises(AvitalkError, match="no clips"):
         evaluate_motion(Teacher(), [], face, clf)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from avitalk.errors import AvitalkError
+from avitalk.text.hf import quiet_transformers
 
 __all__ = ["TINY_RANDOM", "CausalLM", "cache_root", "load_causal_lm", "load_tokenizer", "smollm2_gguf_path"]
 
@@ -281,8 +282,9 @@ def load_causal_lm(spec: str = "smollm2", device: str | torch.device = "cpu") ->
         tokenizer = _tiny_tokenizer()
         return CausalLM(_tiny_model(tokenizer).to(device), tokenizer, spec=spec)
     path = _resolve(spec)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    with quiet_transformers():  # our stages show their own progress; no "Loading weights" bar
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     return CausalLM(model.to(device), tokenizer, spec=spec)
 
 

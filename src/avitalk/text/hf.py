@@ -163,13 +163,13 @@ class HFTextEncoder:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[Any]:
+def quiet_transformers() -> Iterator[Any]:
     """Import ``transformers`` and silence its load progress bars and info logs for the block."""
     try:
         import transformers
         from transformers.utils import logging as hf_logging
     except ImportError as e:
-        raise AvitalkError(f"text encoders need the 'transformers' package (pip install transformers): {e}") from None
+        raise AvitalkError(f"this model needs the 'transformers' package (pip install transformers): {e}") from None
     bar = hf_logging.is_progress_bar_enabled()
     verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
@@ -241,7 +241,7 @@ def load_hf_encoder(path: str | Path, *, name: str, device: torch.device | str =
     """
     p = _check_dir(path, f"text encoder {name!r}")
     pooling, max_len = _sentence_transformers_settings(p)
-    with _quiet_transformers() as tf:
+    with quiet_transformers() as tf:
         try:
             tokenizer = tf.AutoTokenizer.from_pretrained(p, local_files_only=True)
             model = tf.AutoModel.from_pretrained(p, local_files_only=True)
@@ -263,7 +263,7 @@ def load_clip_encoder(
     Embeddings are L2-normalised; at most 77 tokens (the position table) per text.
     """
     p = _check_dir(path, f"text encoder {name!r}")
-    with _quiet_transformers() as tf:
+    with quiet_transformers() as tf:
         try:
             config = tf.AutoConfig.from_pretrained(p, local_files_only=True)
             archs = tuple(getattr(config, "architectures", None) or ())

@@ -106,6 +106,57 @@ def test_prepare_clips_swaps_to_another_emotion_and_reads_phones():
     assert [c.swap_instruction for c in prepare_clips(clips, limit=3, seed=1)] == [c.swap_instruction for c in prepared]
 
 
+class SwapFollower:
+    """A perfect instruction follower: the teacher for the own instruction, the exact swapped ground truth else."""
+
+    name = "follower"
+
+    def sample(self, clip, instructions, n_samples, seed):
+        out = np.stack([clip.motion, clip.swap_motion][: len(instructions)])  # (K, T, D)
+        return np.broadcast_to(out[:, None], (len(instructions), n_samples, *clip.motion.shape)).copy(), None
+
+
+def _synthetic_clips() -> list:
+    """Four test clips whose motion is the real teacher's, with their style stored as the corpus stores it."""
+    from avitalk.data.synth.phones import Phone
+    from avitalk.data.synth.style import sample_clip_style, speaker_style
+    from avitalk.data.synth.teacher import teach
+
+    phones = [Phone("m", 0.10, 0.20, 0, 0), Phone("ɑ", 0.20, 0.45, 1, 0), Phone("p", 0.45, 0.55, 0, 1),
+              Phone("i", 0.55, 0.80, 1, 1)]  # fmt: skip
+    clips = []
+    for i, (emotion, intensity) in enumerate([("happy", 3), ("sad", 3), ("angry", 3), ("neutral", 1)]):
+        rng = np.random.default_rng(i)
+        style = sample_clip_style(emotion, intensity, speaker_style(f"spk{i}", 0), rng)
+        c = make_clip(i, "test")
+        c.emotion, c.phones, c.instructions = emotion, phones, [f"A woman feels {emotion}."]
+        c.motion = teach(phones, c.motion.shape[0], style, rng)
+        c.extra = {"style": json.loads(json.dumps(style.to_json(), default=lambda o: o.item()))}
+        clips.append(c)
+    return clips
+
+
+def test_swapped_instruction_has_exact_ground_truth_on_synthetic_clips(face):
+    clips = _synthetic_clips()
+    prepared = prepare_clips(clips, seed=0)
+    assert all(c.swap_motion is not None and c.swap_motion.shape == c.motion.shape for c in prepared)
+    assert all(not np.allclose(c.swap_motion, c.motion) for c in prepared)
+    again = prepare_clips(clips, seed=0)  # seeded: the same ground truth every time
+    assert all(np.array_equal(a.swap_motion, b.swap_motion) for a, b in zip(prepared, again, strict=True))
+    res = evaluate_motion(SwapFollower(), prepared, face, None, n_samples=2)
+    # the follower matches the exact swapped ground truth, yet the plain swap LVE charges it for the new mouth
+    assert res.lve < 1e-9 and res.lve_swap_exact < 1e-9 and res.teacher_lve_swap > 0.1
+    assert res.lve_swap == pytest.approx(res.teacher_lve_swap) and np.isnan(res.lve_rise_exact)  # LVE 0
+    mean = np.mean(np.concatenate([c.motion for c in clips]), axis=0)
+    flat = evaluate_motion(MeanFaceSource(mean), prepared, face, None, n_samples=2)
+    assert flat.lve_swap_exact > 0 and np.isfinite(flat.lve_rise_exact)
+    for c in clips:  # no stored style (e.g. RAVDESS, video imports): no exact ground truth
+        c.extra = {}
+    assert all(c.swap_motion is None for c in prepare_clips(clips, seed=0))
+    plain = evaluate_motion(Teacher(), prepare_clips(clips, seed=0), face, None, n_samples=2)
+    assert np.isnan(plain.lve_swap_exact) and np.isnan(plain.teacher_lve_swap) and plain.lve_swap == 0.0
+
+
 # ------------------------------------------------------------------------------- tiny trained runs
 
 SETS = ("lr=3e-3", "warmup=2", "train.batch_size=8", "train.eval_every=1000", "train.progress=false")

@@ -231,6 +231,7 @@ COLUMNS = (  # (key, header, format)
     ("emotion_own", "emo own", "{:.1%}"),
     ("emotion_swap", "emo swap", "{:.1%}"),
     ("lve_rise", "LVE rise", "{:+.1%}"),
+    ("lve_rise_exact", "rise exact", "{:+.1%}"),
     ("diversity_z", "div z", "{:.3f}"),
     ("diversity_vertex", "div mm", "{:.3f}"),
     ("jitter", "jitter", "{:.4f}"),

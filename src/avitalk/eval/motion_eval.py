@@ -15,6 +15,12 @@ nothing here prints, writes files or loads run directories (the CLI ``avitalk ev
   motion) recognises the clip's emotion in motion generated with the clip's own instruction, and, with
   ``swap``, the other emotion in motion generated for the same audio with an instruction of another clip
   of a different emotion (the LVE against the teacher is measured for both: ``lve_rise``);
+* exact swapped ground truth: on synthetic clips (``extra["style"]`` and phones stored) the teacher is
+  re-run on the clip's phones with the *other* clip's style, i.e. the motion the swapped instruction
+  describes for this audio. ``lve_swap_exact`` compares the swapped samples with it (``lve_rise_exact``
+  against ``lve``), and ``teacher_lve_swap`` is that motion's LVE against the original teacher: the
+  ``lve_swap`` a perfect instruction follower would score, since a new emotion legitimately reshapes
+  the mouth (smile, frown, lip press, opening);
 * diversity: the paper's mean pairwise L2 distance of the ``n_samples`` style embeddings ``z`` sampled
   for one instruction, and :func:`~avitalk.eval.metrics.motion_diversity` of the samples' vertices (mm);
 * jitter: mean absolute second difference of the vertices (mm / frame²).
@@ -70,6 +76,8 @@ class EvalClip:
         other_frames: ``(O,)`` int64 middle frames of its other phones (for the closure calibration).
         swap_instruction, swap_emotion: an instruction of another clip with a different emotion (None
             when no such clip exists).
+        swap_motion: ``(T, D)`` float32 teacher motion of this clip's phones with the swap clip's style
+            (the exact ground truth of the swapped instruction), or None (no stored style / phones).
     """
 
     clip_id: str
@@ -85,6 +93,7 @@ class EvalClip:
     other_frames: np.ndarray
     swap_instruction: str | None = None
     swap_emotion: str | None = None
+    swap_motion: np.ndarray | None = None
 
 
 def _phone_frames(clip: Clip) -> tuple[np.ndarray, np.ndarray]:
@@ -106,16 +115,21 @@ def prepare_clips(clips: Iterable[Clip], *, limit: int | None = None, seed: int 
 
     Swapped instructions come from all such clips (also those beyond ``limit``): for clip ``i`` a target
     emotion other than its own is drawn (seeded by ``(seed, i)``) among those present, then a clip of
-    that emotion, preferring the same gender (captions name the speaker's gender).
+    that emotion, preferring the same gender (captions name the speaker's gender). When both clips store
+    the synthetic teacher's style (``extra["style"]``) and clip ``i`` its phones, ``swap_motion`` is the
+    teacher re-run on clip ``i``'s phones with the swap clip's style (seeded by ``(seed, i, 1)``).
     """
     kept: list[EvalClip] = []
-    pool: list[tuple[str, str, str]] = []  # (emotion, gender, instruction) of every usable clip
+    pool: list[tuple[str, str, str, dict | None]] = []  # (emotion, gender, instruction, style) of usable clips
+    phones: list[list | None] = []  # phones of the kept clips
     for c in clips:
         if c.motion is None or not c.instructions or (c.motion_mask is not None and not c.motion_mask.all()):
             continue
-        pool.append((c.emotion, c.gender, c.instructions[0]))
+        style = c.extra.get("style") if isinstance(c.extra, dict) else None
+        pool.append((c.emotion, c.gender, c.instructions[0], style if isinstance(style, dict) else None))
         if limit is not None and len(kept) >= limit:
             continue
+        phones.append(list(c.phones) if c.phones and style is not None else None)
         bil, other = _phone_frames(c)
         audio = Audio(np.asarray(c.audio, np.float32), c.sample_rate)
         kept.append(
@@ -133,16 +147,31 @@ def prepare_clips(clips: Iterable[Clip], *, limit: int | None = None, seed: int 
                 other,
             )
         )
-    emotions = sorted({e for e, _, _ in pool}, key=lambda e: (EMOTIONS.index(e) if e in EMOTIONS else 99, e))
+    emotions = sorted({p[0] for p in pool}, key=lambda e: (EMOTIONS.index(e) if e in EMOTIONS else 99, e))
     for i, ec in enumerate(kept):
         rng = np.random.default_rng([seed, i])
         targets = [e for e in emotions if e != ec.emotion]
         if not targets:
             continue
         target = targets[int(rng.integers(len(targets)))]
-        cands = [t for e, g, t in pool if e == target and g == ec.gender] or [t for e, _, t in pool if e == target]
-        ec.swap_emotion, ec.swap_instruction = target, cands[int(rng.integers(len(cands)))]
+        cands = [p for p in pool if p[0] == target and p[1] == ec.gender] or [p for p in pool if p[0] == target]
+        _, _, ec.swap_instruction, style = cands[int(rng.integers(len(cands)))]
+        ec.swap_emotion = target
+        if style is not None and phones[i] is not None:
+            ec.swap_motion = _teacher_motion(phones[i], ec.motion.shape[0], ec.fps, style, [seed, i, 1])
     return kept
+
+
+def _teacher_motion(phones: list, n_frames: int, fps: float, style: dict, seed: list[int]) -> np.ndarray | None:
+    """The synthetic teacher's ``(T, D)`` motion of ``phones`` with a stored clip style (None if it will not parse)."""
+    from avitalk.data.synth.style import ClipStyle
+    from avitalk.data.synth.teacher import teach
+
+    try:
+        clip_style = ClipStyle.from_json(style)
+    except (TypeError, KeyError):  # a style of another generator version: no exact ground truth
+        return None
+    return teach(phones, n_frames, clip_style, np.random.default_rng(seed), fps=fps)
 
 
 # ------------------------------------------------------------------------------------------- lip gap
@@ -337,6 +366,11 @@ class MotionEvalResult:
         emotion_swap: fraction of swapped-instruction samples labelled with the new emotion.
         lve_swap: LVE (mm²) of the swapped-instruction samples against the teacher.
         lve_rise: ``lve_swap / lve - 1``.
+        lve_swap_exact: LVE (mm²) of the swapped-instruction samples against the exact swapped ground
+            truth (``EvalClip.swap_motion``; NaN without it).
+        lve_rise_exact: ``lve_swap_exact / lve - 1`` on the clips that have it.
+        teacher_lve_swap: LVE (mm²) of the exact swapped ground truth against the teacher: what
+            ``lve_swap`` is for a perfect instruction follower.
         diversity_z: mean pairwise L2 of the sampled ``z`` (NaN for sources without ``z``).
         diversity_vertex: mean pairwise per-frame vertex distance of the samples (mm).
         jitter: mean |second difference| of the vertices (mm / frame²).
@@ -361,6 +395,9 @@ class MotionEvalResult:
     jitter: float
     closure_threshold: float
     seconds: float
+    lve_swap_exact: float = float("nan")
+    lve_rise_exact: float = float("nan")
+    teacher_lve_swap: float = float("nan")
     per_clip: list[dict] = field(default_factory=list)
 
     def to_dict(self, per_clip: bool = True) -> dict:
@@ -371,6 +408,7 @@ class MotionEvalResult:
 
 
 METRICS = ("lve", "fdd", "mve", "lip_closure", "emotion_own", "emotion_swap", "lve_swap", "lve_rise",
+           "lve_swap_exact", "lve_rise_exact", "teacher_lve_swap",
            "diversity_z", "diversity_vertex", "jitter")  # fmt: skip
 
 
@@ -495,6 +533,10 @@ def evaluate_motion(
             row["swap_emotion"] = clip.swap_emotion
             swap_v = _sample_vertices(face, motions[1][:, :t])
             row["lve_swap"] = _nanmean([lip_vertex_error(v, gt_v, regions["lips"]) for v in swap_v])
+            if clip.swap_motion is not None:
+                exact_v = face.vertices(clip.swap_motion[:t])
+                row["teacher_lve_swap"] = lip_vertex_error(exact_v, gt_v, regions["lips"])
+                row["lve_swap_exact"] = _nanmean([lip_vertex_error(v, exact_v, regions["lips"]) for v in swap_v])
             if classifier is not None and clip.swap_emotion in classifier.labels:
                 preds = classifier.predict(motions[1][:, :t])
                 row["emotion_swap"] = float(np.mean([p == clip.swap_emotion for p in preds]))
@@ -507,6 +549,9 @@ def evaluate_motion(
     swapped = [r for r in rows if "lve_swap" in r]
     lve_own_s = _nanmean([r["lve"] for r in swapped])  # the same clips as lve_swap
     lve_swap = _nanmean([r["lve_swap"] for r in swapped])
+    exact = [r for r in rows if "lve_swap_exact" in r]
+    lve_own_x = _nanmean([r["lve"] for r in exact])
+    lve_swap_x = _nanmean([r["lve_swap_exact"] for r in exact])
     return MotionEvalResult(
         name=name or source.name,
         clips=len(rows),
@@ -524,6 +569,9 @@ def evaluate_motion(
         jitter=mean("jitter"),
         closure_threshold=thr,
         seconds=time.perf_counter() - start,
+        lve_swap_exact=lve_swap_x,
+        lve_rise_exact=lve_swap_x / lve_own_x - 1.0 if exact and lve_own_x > 0 else float("nan"),
+        teacher_lve_swap=mean("teacher_lve_swap"),
         per_clip=rows,
     )
 

@@ -57,6 +57,7 @@ STAGE2_COLUMNS = (
     ("emotion_own", "emotion, own ↑", "pct"),
     ("emotion_swap", "emotion, swapped ↑", "pct"),
     ("lve_rise", "LVE rise (swap) ↓", "spct"),
+    ("lve_rise_exact", "LVE rise vs swapped GT ↓", "spct"),
     ("diversity_z", "diversity z ↑", "f3"),
     ("diversity_vertex", "diversity (mm) ↑", "f3"),
     ("jitter", "jitter (mm/frame²)", "f4"),
@@ -318,6 +319,14 @@ def stage2_markdown(doc: dict | None, *, plots: dict[str, str] | None = None) ->
             f"emotion classifier accuracy on held-out teacher motion: {_fmt(clf['test_accuracy'], 'pct')} "
             f"({clf.get('test_clips', '?')} clips); the teacher row's 'emotion, own' is the same classifier on "
             "the evaluated clips"
+        )
+    full = next((r for r in ev["rows"] if r.get("name") == FULL), None) or {}
+    if _num(full.get("teacher_lve_swap")) is not None:
+        notes.append(
+            f"swapped instruction: a perfect instruction follower (the teacher re-run on the same phones with the "
+            f"swap clip's style) has LVE {full['teacher_lve_swap']:.3f} mm² against the original teacher, so "
+            "'LVE rise (swap)' measures the new expression as well as lip sync; 'LVE rise vs swapped GT' compares "
+            "with that exact ground truth instead"
         )
     closure = teacher.get("closure") or {}
     if _num(closure.get("threshold")) is not None:

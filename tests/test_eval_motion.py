@@ -190,7 +190,7 @@ def runs(tmp_path_factory):
 
 def test_regression_run_has_no_style_encoder_and_loads_without_align(runs):
     from avitalk.train.checkpoint import read_checkpoint
-    from avitalk.train.load import load_regression, load_stage2
+    from avitalk.train.load import load_regression, load_stage2, load_style_encoder
 
     assert set(read_checkpoint(runs / "reg" / "checkpoints").modules) == {"generator", "stats"}
     reg = load_stage2(runs / "reg")
@@ -202,6 +202,9 @@ def test_regression_run_has_no_style_encoder_and_loads_without_align(runs):
         load_regression(runs / "motion")
     with pytest.raises(AvitalkError, match="no style_encoder"):
         load_stage2(runs / "reg", runs / "align")
+    with pytest.raises(AvitalkError, match="no style_encoder"):
+        load_style_encoder(runs / "reg")
+    assert load_style_encoder(runs / "motion")(torch.zeros(2, 5, 55)).shape[0] == 2
 
 
 def test_eval_motion_cli_table_and_json(runs, tmp_path, capsys):
@@ -209,14 +212,18 @@ def test_eval_motion_cli_table_and_json(runs, tmp_path, capsys):
     args = ["eval", "motion", "--data", str(runs / "corpus"), "--motion", str(runs / "motion"), "--align"]
     args += [str(runs / "align"), "--ablation", f"no-diffusion={runs / 'direct'}", "--baseline"]
     args += [f"regression={runs / 'reg'}", "--mean-face", "--limit", "3", "--samples", "3", "--no-progress"]
-    assert main([*args, "--out", str(out)]) == 0
+    assert main([*args, "--oracle-style", "--out", str(out)]) == 0
     table = capsys.readouterr().out
-    assert all(name in table for name in ("full", "no-diffusion", "regression", "mean face", "LVE mm²"))
+    names = {"full", "no-diffusion", "regression", "mean face", "oracle style"}
+    assert all(name in table for name in (*names, "LVE mm²", "rise exact"))
     rep = json.loads(out.read_text())
     rows = {r["name"]: r for r in rep["rows"]}
-    assert (
-        rep["clips"] == 3 and rep["samples"] == 3 and set(rows) == {"full", "no-diffusion", "regression", "mean face"}
-    )
+    assert rep["clips"] == 3 and rep["samples"] == 3 and set(rows) == names
+    # a synthetic corpus stores the teacher's styles: the swapped instruction has an exact ground truth
+    assert rows["full"]["teacher_lve_swap"] > 0 and rows["full"]["lve_swap_exact"] > 0
+    assert rows["full"]["lve_rise_exact"] is not None
+    # the oracle draws new reference frames per sample: diverse z, one generator
+    assert rows["oracle style"]["diversity_z"] > 0 and rows["oracle style"]["lve"] > 0
     assert rows["full"]["diversity_z"] > 0 and rows["full"]["diversity_vertex"] > 0
     for name in ("no-diffusion", "regression"):
         assert rows[name]["diversity_z"] == 0.0 and rows[name]["diversity_vertex"] == 0.0

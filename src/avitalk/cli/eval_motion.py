@@ -1,14 +1,15 @@
 """``avitalk eval motion``: stage-2 evaluation on a held-out split (docs/evaluation-stage2.md).
 
     avitalk eval motion --data CORPUS --motion RUN --align RUN [--ablation NAME=ALIGN_RUN ...]
-                        [--baseline regression=MOTION_RUN] [--mean-face] [--face builtin|ict:PATH]
+                        [--baseline regression=MOTION_RUN] [--mean-face] [--oracle-style] [--face builtin|ict:PATH]
                         [--split test] [--limit N] [--samples 10] [--seed 0] [--classifier DIR]
                         [--out results.json]
 
 Rows: the full model, each ablation (an align run trained on the same motion run), the regression
-baseline (a ``model.style=false`` motion run), the static mean face; columns: LVE, FDD, MVE, lip
-closure, emotion following (own / swapped instruction), LVE rise under the swap, diversity (z, vertex),
-jitter. :func:`evaluate_runs` does the work and returns the report (``bench/bench_stage2.py`` uses it).
+baseline (a ``model.style=false`` motion run), the static mean face, the oracle-style upper bound;
+columns: LVE, FDD, MVE, lip closure, emotion following (own / swapped instruction), LVE rise under the
+swap (against the teacher and against the exact swapped ground truth), diversity (z, vertex), jitter.
+:func:`evaluate_runs` does the work and returns the report (``bench/bench_stage2.py`` uses it).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", action="append", default=[], metavar="regression=MOTION_RUN",
                    help="regression baseline: a motion run trained with model.style=false")  # fmt: skip
     p.add_argument("--mean-face", action="store_true", help="add the static mean-face baseline")
+    p.add_argument("--oracle-style", action="store_true",
+                   help="add an upper-bound row: the full model's generator with z from its style encoder over the "
+                   "clip's own teacher frames (an ideal instruction -> style mapping)")  # fmt: skip
     p.add_argument("--face", default=DEFAULT_FACE, help="face of the vertex metrics: builtin | ict:PATH (figures: ICT)")
     p.add_argument("--split", default="test", help="corpus split to evaluate (default: test)")
     p.add_argument("--limit", type=int, help="evaluate the first N clips only")
@@ -107,6 +111,7 @@ def evaluate_runs(
     ablations: Sequence[tuple[str, Path]] = (),
     regression: Path | None = None,
     mean_face: bool = False,
+    oracle_style: bool = False,
     face: str = DEFAULT_FACE,
     split: str = "test",
     limit: int | None = None,
@@ -127,6 +132,7 @@ def evaluate_runs(
     from avitalk.eval.motion_eval import (
         MeanFaceSource,
         MemoSpeechEncoder,
+        OracleStyleSource,
         SynthesizerSource,
         calibrate_closure,
         evaluate_motion,
@@ -135,7 +141,7 @@ def evaluate_runs(
     )
     from avitalk.face.models import load_face
     from avitalk.train.checkpoint import read_checkpoint
-    from avitalk.train.load import load_regression, load_stage2
+    from avitalk.train.load import load_regression, load_stage2, load_style_encoder
 
     if not (data / "manifest.json").is_file():
         raise AvitalkError(f"{data}: not a corpus directory (no manifest.json)")
@@ -169,6 +175,8 @@ def evaluate_runs(
         sources.append(SynthesizerSource(reg, "regression", guidance, steps))
     if mean_face:
         sources.append(MeanFaceSource(synth.mean.float().cpu().numpy(), "mean face"))
+    if oracle_style:
+        sources.append(OracleStyleSource(synth, load_style_encoder(motion), synth.config.n_ref))
 
     clips = prepare_clips(iter_clips(data, split), limit=limit, seed=seed)
     if not clips:
@@ -273,6 +281,7 @@ def _run(args: argparse.Namespace) -> int:
         ablations=_pairs(args.ablation, "--ablation"),
         regression=regs[0][1] if regs else None,
         mean_face=args.mean_face,
+        oracle_style=args.oracle_style,
         face=args.face,
         split=args.split,
         limit=args.limit,

@@ -302,6 +302,43 @@ class SynthesizerSource:
 
 
 @dataclass
+class OracleStyleSource:
+    """The motion prior with an ideal instruction -> style mapping (an upper bound, not a method).
+
+    ``z`` is the motion run's own style encoder over ``n_ref`` frames of the clip's teacher motion (a new
+    seeded draw per sample, sorted in time, standardised like training): the style the generator was
+    trained to follow. Its LVE against the full model's separates generator error (lip sync) from the
+    error of mapping the instruction onto the style space. For the swapped instruction the frames come
+    from the exact swapped ground truth (``EvalClip.swap_motion``), else from the clip's own motion.
+    """
+
+    synth: Synthesizer
+    style_encoder: Any  # (B, S, D) standardised frames -> (B, Dz)
+    n_ref: int = 32
+    name: str = "oracle style"
+
+    def sample(
+        self, clip: EvalClip, instructions: Sequence[str], n_samples: int, seed: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        s = self.synth
+        rng = np.random.default_rng(seed)
+        with torch.no_grad():
+            content = s.content(clip.audio)  # (T, C)
+            zs = []
+            for k in range(len(instructions)):
+                ref = clip.swap_motion if k > 0 and clip.swap_motion is not None else clip.motion  # (T', D)
+                frames = (torch.from_numpy(np.asarray(ref, np.float32)).to(s.mean.device) - s.mean) / s.std
+                n = min(self.n_ref, len(ref))
+                idx = np.stack([np.sort(rng.choice(len(ref), n, replace=False)) for _ in range(n_samples)])
+                zs.append(self.style_encoder(frames[torch.from_numpy(idx)]))  # (N, Dz)
+            z = torch.cat(zs)  # (K*N, Dz)
+            motion = s.generate(content, z) * s.std + s.mean  # (K*N, T, D)
+        k, t = len(instructions), content.shape[0]
+        values = motion.float().cpu().numpy().reshape(k, n_samples, t, -1)
+        return values, z.float().cpu().numpy().reshape(k, n_samples, -1)
+
+
+@dataclass
 class MeanFaceSource:
     """The static mean-face baseline: every frame is the per-channel mean of the training motion."""
 

@@ -64,6 +64,7 @@ STAGE2_COLUMNS = (
 )
 BASELINES = ("mean face", "regression")
 FULL = "full"
+UPPER_BOUNDS = ("oracle style",)
 
 
 # ------------------------------------------------------------------------------------------- input
@@ -279,11 +280,12 @@ def stage1_markdown(doc: dict | None, *, plots: dict[str, str] | None = None, ts
 
 
 def stage2_rows_ordered(rows: list[dict]) -> list[tuple[str, dict]]:
-    """``(group, row)`` in the Table 4 layout: baselines, then ablations, then the full model."""
+    """``(group, row)`` in the Table 4 layout: baselines, ablations, the full model, then upper bounds."""
     base = [("baseline", r) for b in BASELINES for r in rows if r.get("name") == b]
-    abl = [("ablation", r) for r in rows if r.get("name") not in (*BASELINES, FULL)]
+    abl = [("ablation", r) for r in rows if r.get("name") not in (*BASELINES, FULL, *UPPER_BOUNDS)]
     full = [("ours", r) for r in rows if r.get("name") == FULL]
-    return base + abl + full
+    upper = [("upper bound", r) for r in rows if r.get("name") in UPPER_BOUNDS]
+    return base + abl + full + upper
 
 
 def stage2_markdown(doc: dict | None, *, plots: dict[str, str] | None = None) -> str:

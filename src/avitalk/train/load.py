@@ -100,6 +100,20 @@ def load_stage2(
     )
 
 
+def load_style_encoder(motion_run: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
+    """The frozen style encoder of a motion run (``(B, S, D)`` standardised frames -> ``(B, style_dim)`` z).
+
+    Raises:
+        AvitalkError: not a motion run, or a regression baseline (no style encoder).
+    """
+    motion = motion_checkpoint(motion_run)  # checks that it has a style encoder
+    cfg = Stage2Config.from_dict(motion.config["model"])
+    parts = build_stage2(cfg)
+    assert parts.style_encoder is not None
+    load_checkpoint(motion.path, {"style_encoder": parts.style_encoder}, expect_space=get_space(cfg.space))
+    return parts.style_encoder.to(device).eval().requires_grad_(False)
+
+
 class ZeroStyle(DirectMapping):
     """The regression baseline's "prior": ``z = 0`` for every instruction (no parameters)."""
 

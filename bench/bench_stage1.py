@@ -1,13 +1,14 @@
 """Benchmark stage-1 inference: language-model load times and describe() on a 10 s clip.
 
-Run:  python bench/bench_stage1.py --model RUN [--audio speech.wav] [--repeats 5] [--quick]
+Run:  python bench/bench_stage1.py --model RUN [--audio speech.wav] [--repeats 5] [--quick] [--llm-dtype auto]
 
 Prints JSON with:
 - ``llm_load``: the run's causal LM (``model.llm`` of its checkpoint config, e.g. ``smollm2``) loaded in
   a fresh process with an empty temporary ``AVITALK_CACHE`` (first-ever load: GGUF dequantisation + cache
   write) and again in a fresh process from that cache; ``import_s`` is the one-off ``transformers`` import
   of each process, not included in the load times;
-- ``load_stage1_s``: the whole model (:func:`avitalk.train.load_instruct.load_stage1`) in this process,
+- ``load_stage1_s``: the whole model (:func:`avitalk.train.load_instruct.load_stage1`, LLM in ``--llm-dtype``,
+  default ``auto`` like the product) in this process,
   LM from the cache above (the speech encoder's cache is built in the same temporary directory);
 - ``describe_10s``: ``describe()`` on a 10 s clip (real RAVDESS speech concatenated when
   ``../shared/assets`` is present, else ``--audio`` or a synthetic voice), greedy and (without ``--quick``)
@@ -132,6 +133,8 @@ def main() -> None:
     ap.add_argument("--audio", help="speech file to tile/cut to 10 s (default: RAVDESS assets or synthetic)")
     ap.add_argument("--repeats", type=int, default=5, help="timed describe() calls per mode (default 5)")
     ap.add_argument("--quick", action="store_true", help="greedy only, 3 repeats")
+    ap.add_argument("--llm-dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                    help="LLM dtype at inference (default auto, as avitalk animate / describe / serve)")  # fmt: skip
     ap.add_argument("--child-llm", help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -149,8 +152,9 @@ def main() -> None:
         from avitalk.train.load_instruct import load_stage1
 
         t0 = time.perf_counter()
-        describer = load_stage1(args.model)
+        describer = load_stage1(args.model, llm_dtype=args.llm_dtype)
         report["load_stage1_s"] = round(time.perf_counter() - t0, 2)
+        report["llm_dtype"] = {"asked": args.llm_dtype, "used": str(describer.llm.dtype) if describer.llm else None}
         report["max_new_tokens"] = getattr(getattr(describer, "config", None), "max_new_tokens", None)
         audio, source = ten_seconds(args.audio)
         report["audio"] = {"seconds": audio.duration, "source": source}

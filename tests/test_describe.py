@@ -11,6 +11,8 @@ import torch
 
 from avitalk.audio.io import save_audio
 from avitalk.cli import main
+from avitalk.errors import AvitalkError
+from avitalk.train.load_instruct import load_stage1, resolve_llm_dtype
 from avitalk.types import Audio
 from conftest import write_corpus
 from instruct_fixtures import EMOTIONS, emotion_clip
@@ -77,8 +79,24 @@ def test_train_instruct_and_describe_cli(tmp_path, capsys, monkeypatch) -> None:
         assert main(cmd) == 0
         assert capsys.readouterr().out == first and first.strip()
         assert main(["describe", str(wav), "--model", str(run / "project"), "--decoding", "beam"]) == 0
+        # bfloat16 LLM at inference (the LoRA matrices cast with it): same code path, one instruction
+        bf16 = ["describe", str(wav), "--model", str(run), "--llm-dtype", "bfloat16", "--max-new-tokens", "8"]
+        assert main(bf16) == 0
+        assert capsys.readouterr().out.strip()
+        d = load_stage1(run, llm_dtype="bfloat16")
+        assert d.llm is not None and d.llm.dtype == torch.bfloat16
+        assert {p.dtype for p in d.llm.model.parameters()} == {torch.bfloat16}
+        assert load_stage1(run).llm.dtype == torch.float32  # the default: what the evaluations report
     finally:
         torch.set_num_threads(threads)
+
+
+def test_llm_dtype_names() -> None:
+    assert resolve_llm_dtype("float32") == torch.float32 and resolve_llm_dtype("bfloat16") == torch.bfloat16
+    assert resolve_llm_dtype("auto", "cpu") in (torch.float32, torch.bfloat16)
+    assert resolve_llm_dtype("auto", "meta") == torch.float32
+    with pytest.raises(AvitalkError, match="unknown LLM dtype"):
+        resolve_llm_dtype("float16")
 
 
 @needs_smollm2

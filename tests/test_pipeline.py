@@ -154,7 +154,13 @@ def test_failure_leaves_no_partial_outputs(pipe, wav, tmp_path, monkeypatch):
 def test_animate_cli(models, wav, tmp_path, capsys, monkeypatch):
     from avitalk import pipeline
 
-    monkeypatch.setattr(pipeline, "_load_stage1", lambda run, device: FakeDescriber("A man is quite sad."))
+    dtypes: list[str] = []
+
+    def fake_stage1(run, device, llm_dtype):
+        dtypes.append(llm_dtype)
+        return FakeDescriber("A man is quite sad.")
+
+    monkeypatch.setattr(pipeline, "_load_stage1", fake_stage1)
     (models_with_stage1 := tmp_path / "models").mkdir()
     for part in ("motion", "align"):
         (models_with_stage1 / part).symlink_to(models / part)
@@ -166,6 +172,9 @@ def test_animate_cli(models, wav, tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     assert "A man is quite sad." in captured.out and "stage 2: motion" in captured.err
     assert sorted(p.name for p in out.iterdir()) == ["arkit.csv", "instruction.txt", "motion.npz"]
+    assert dtypes == ["auto"]  # the product's default: bfloat16 LLM where the CPU computes it natively
+    assert main([*base, "--formats", "npz", "--llm-dtype", "float32"]) == 0 and dtypes[-1] == "float32"
+    capsys.readouterr()
 
     seg = tmp_path / "segs.yaml"
     seg.write_text("- {start: 0, end: 0.5, text: calm}\n- {start: 0.5, text: angry}\n")

@@ -231,3 +231,16 @@ def test_lora_adapter_trains_saves_and_loads(corpora, tmp_path) -> None:
     assert not torch.allclose(adapted, base)
     with pytest.raises(AvitalkError, match="LoRA targets"):
         LLMAdapter(plain, 2, 4.0, ("no_such_layer",))
+
+    # merging folds the trained LoRA into the weights: the same function, plain layers, nothing left to save
+    adapter = d.parts.llm_adapter
+    adapter.merge_into_llm()
+    with torch.no_grad():
+        merged = llm_prompt_loss(fresh, PrefixCache(fresh), 0, feats, targets)
+    assert torch.allclose(merged, adapted, atol=1e-5) and adapter.merged and not adapter.state_dict()
+    assert not any("lora_" in n for n, _ in fresh.model.named_parameters())
+    # the bfloat16 inference path loads merged
+    bf = load_stage1(
+        run, speech_encoder=SpectralEncoder(), causal_lm=load_causal_lm("tiny-random"), llm_dtype="bfloat16"
+    )
+    assert bf.parts.llm_adapter.merged and bf.llm.dtype == torch.bfloat16 and bf.describe(audio, max_new_tokens=4)

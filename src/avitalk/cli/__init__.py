@@ -26,6 +26,13 @@ _GROUPS = (
 )
 
 
+def add_llm_dtype_argument(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    """``--llm-dtype`` of the commands that run stage 1 (values: ``avitalk.train.load_instruct.LLM_DTYPES``)."""
+    p.add_argument("--llm-dtype", choices=("auto", "float32", "bfloat16"), default=default,
+                   help=f"dtype of the stage-1 LLM (default {default}; auto: bfloat16 where the hardware computes it "
+                   "natively, else float32)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 

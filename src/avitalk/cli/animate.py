@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from avitalk.cli import add_llm_dtype_argument
 from avitalk.errors import AvitalkError
 
 _STAGES = {
@@ -56,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--models", type=Path, help="models directory (default: the shipped default models)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_llm_dtype_argument(p)
     p.set_defaults(func=cmd_animate)
 
 
@@ -137,7 +139,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
         raise AvitalkError(f"cannot write to output directory {out}: {e.strerror or e}") from None
     progress = StageProgress()
     progress("load", 0, 1)
-    pipe = Pipeline.load(args.models, face=args.face, device=args.device)
+    pipe = Pipeline.load(args.models, face=args.face, device=args.device, llm_dtype=args.llm_dtype)
     if "glb" in formats or "mp4" in formats:
         _ = pipe.face  # load (and check) the face before spending time on the motion
     progress("load", 1, 1)

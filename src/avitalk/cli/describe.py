@@ -1,7 +1,7 @@
 """``avitalk describe``: the stage-1 visual instruction of a speech recording (docs/stage1.md).
 
     avitalk describe SPEECH.wav --model RUN [--decoding greedy|beam|sample] [--beams N] [--seed N]
-                     [--max-new-tokens N] [--temperature T] [--device cpu]
+                     [--max-new-tokens N] [--temperature T] [--device cpu] [--llm-dtype auto]
 
 ``--model`` is a stage-1 run directory (``avitalk train instruct --out RUN``), its ``project`` phase,
 a checkpoint or a stripped checkpoint directory; without it the shipped default model
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avitalk.cli import add_llm_dtype_argument
 from avitalk.errors import AvitalkError
 
 
@@ -35,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
     p.add_argument("--max-new-tokens", type=int, help="cap on generated tokens (default: the model's)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_llm_dtype_argument(p)
     p.set_defaults(func=_describe)
 
 
@@ -55,7 +57,7 @@ def _describe(args: argparse.Namespace) -> int:
 
     find_stage1_checkpoint(args.model)  # a wrong --model fails before any loading
     audio = load_audio(args.speech)
-    describer = load_stage1(args.model, device=args.device)
+    describer = load_stage1(args.model, device=args.device, llm_dtype=args.llm_dtype)
     instruction = describer.describe(
         audio,
         decoding=args.decoding,

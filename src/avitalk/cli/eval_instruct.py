@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from avitalk.cli import add_llm_dtype_argument
 from avitalk.errors import AvitalkError
 
 FULL = "full"
@@ -48,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for --decoding sample (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="clips per describe_batch call (default 8)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_llm_dtype_argument(p, default="float32")
     p.add_argument("--ablation", action="append", default=[], metavar="NAME=RUN",
                    help="an ablation run evaluated on the same clips (repeatable), e.g. no-llm=runs/nollm")  # fmt: skip
     p.add_argument("--metrics", default="all", metavar="LIST",
@@ -129,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     with CaptionScorer(metrics or ()) as scorer:
         for name, run in {FULL: args.model, **ablations}.items():
             print(f"evaluating {name} ({run}) on {len(clips)} clips ...", file=sys.stderr)
-            describer = _load(run, args.device)
+            describer = _load(run, args.device, args.llm_dtype)
             results[name] = evaluate_instruct(
                 describer,
                 clips,
@@ -157,10 +159,10 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(run: Path, device: str) -> Any:
+def _load(run: Path, device: str, llm_dtype: str = "float32") -> Any:
     from avitalk.train.load_instruct import load_stage1
 
-    return load_stage1(run, device)
+    return load_stage1(run, device, llm_dtype=llm_dtype)
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -195,6 +197,7 @@ def build_report(results: dict[str, Any], runs: dict[str, Path], args: argparse.
         "split": args.split,
         "corpora": [str(c) for c in args.data],
         "limit_per_corpus": args.limit,
+        "llm_dtype": getattr(args, "llm_dtype", "float32"),
         "runs": {k: str(v) for k, v in runs.items()},
         "scale": "text metrics as pycocoevalcap returns them: BLEU/METEOR/ROUGE-L/SPICE in [0,1], CIDEr-D in [0,10]",
         "models": {k: v.to_json() for k, v in results.items()},

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from avitalk.cli import add_llm_dtype_argument
 from avitalk.errors import AvitalkError
 
 
@@ -25,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--models", type=Path, help="models directory (default: the shipped default models)")
     p.add_argument("--face", default="builtin", help="face for the MP4 and GLB exports (default builtin)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_llm_dtype_argument(p)
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (default 20 MB)")
     p.add_argument("--max-seconds", type=float, default=60.0, help="longest speech accepted (default 60 s)")
     p.set_defaults(func=cmd_serve)
@@ -41,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise AvitalkError(f"--port must be between 1 and 65535, got {args.port}")
-    pipe = Pipeline.load(args.models, face=args.face, device=args.device)
+    pipe = Pipeline.load(args.models, face=args.face, device=args.device, llm_dtype=args.llm_dtype)
     _ = pipe.face  # load and check the face now, not on the first request
     config = ServerConfig(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

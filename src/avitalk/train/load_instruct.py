@@ -35,8 +35,9 @@ def resolve_llm_dtype(name: str, device: str | torch.device = "cpu") -> torch.dt
 
     ``"auto"`` is bfloat16 on CUDA devices that support it and on CPUs with native bf16 matrix units
     (oneDNN's AVX512-BF16 / AMX check), else float32. Why bf16 at all: greedy decoding reads every LLM
-    weight once per token, so on CPUs it is memory-bound and half-size weights decode faster (2.38 ->
-    1.70 s for an instruction of 23 words on 2 cores; docs/evaluation-stage1.md has the quality check).
+    weight once per token, so on CPUs it is memory-bound and half-size weights decode faster (with the
+    LoRA merged: 2.43 -> 1.58 s for a 10 s clip's 24-word instruction on 2 cores; docs/evaluation-stage1.md
+    has the benchmark and the quality check).
 
     Raises:
         AvitalkError: an unknown name.

@@ -273,6 +273,13 @@ class MotionSource(Protocol):
     ) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
+def _generate(s: Synthesizer, content: torch.Tensor, z: torch.Tensor, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Motions ``(K, N, T, D)`` and styles ``(K, N, Dz)`` for content ``(T, C)`` and ``z`` ``(K*N, Dz)``."""
+    motion = s.generate(content, z) * s.std + s.mean  # (K*N, T, D)
+    values = motion.float().cpu().numpy().reshape(k, n, content.shape[0], -1)
+    return values, z.float().cpu().numpy().reshape(k, n, -1)
+
+
 @dataclass
 class SynthesizerSource:
     """A trained stage-2 model (full, ablation or regression baseline) as a :class:`MotionSource`.
@@ -294,11 +301,7 @@ class SynthesizerSource:
         with torch.no_grad():
             content = s.content(clip.audio)  # (T, C)
             zs = [s.style(text, n_samples, seed + k, guidance, self.steps) for k, text in enumerate(instructions)]
-            z = torch.cat(zs)  # (K*N, Dz)
-            motion = s.generate(content, z) * s.std + s.mean  # (K*N, T, D)
-        k, t = len(instructions), content.shape[0]
-        values = motion.float().cpu().numpy().reshape(k, n_samples, t, -1)
-        return values, z.float().cpu().numpy().reshape(k, n_samples, -1)
+            return _generate(s, content, torch.cat(zs), len(instructions), n_samples)
 
 
 @dataclass
@@ -331,11 +334,7 @@ class OracleStyleSource:
                 n = min(self.n_ref, len(ref))
                 idx = np.stack([np.sort(rng.choice(len(ref), n, replace=False)) for _ in range(n_samples)])
                 zs.append(self.style_encoder(frames[torch.from_numpy(idx)]))  # (N, Dz)
-            z = torch.cat(zs)  # (K*N, Dz)
-            motion = s.generate(content, z) * s.std + s.mean  # (K*N, T, D)
-        k, t = len(instructions), content.shape[0]
-        values = motion.float().cpu().numpy().reshape(k, n_samples, t, -1)
-        return values, z.float().cpu().numpy().reshape(k, n_samples, -1)
+            return _generate(s, content, torch.cat(zs), len(instructions), n_samples)
 
 
 @dataclass

@@ -1,14 +1,17 @@
 """Benchmark stage-1 inference: language-model load times and describe() on a 10 s clip.
 
 Run:  python bench/bench_stage1.py --model RUN [--audio speech.wav] [--repeats 5] [--quick] [--llm-dtype auto]
+                                   [--llm-backend auto]
 
 Prints JSON with:
 - ``llm_load``: the run's causal LM (``model.llm`` of its checkpoint config, e.g. ``smollm2``) loaded in
   a fresh process with an empty temporary ``AVITALK_CACHE`` (first-ever load: GGUF dequantisation + cache
-  write) and again in a fresh process from that cache; ``import_s`` is the one-off ``transformers`` import
-  of each process, not included in the load times;
-- ``load_stage1_s``: the whole model (:func:`avitalk.train.load_instruct.load_stage1`, LLM in ``--llm-dtype``,
-  default ``auto`` like the product) in this process,
+  write; this step always runs ``transformers``) and again in a fresh process from that cache, on
+  ``--llm-backend`` (default ``auto`` like the product: our own LLaMA, no ``transformers``);
+  ``import_s`` is the one-off import of each process (``transformers`` for that backend), not included
+  in the load times;
+- ``load_stage1_s``: the whole model (:func:`avitalk.train.load_instruct.load_stage1`, LLM in ``--llm-dtype``
+  on ``--llm-backend``, both default ``auto`` like the product) in this process,
   LM from the cache above (the speech encoder's cache is built in the same temporary directory);
 - ``describe_10s``: ``describe()`` on a 10 s clip (real RAVDESS speech concatenated when
   ``../shared/assets`` is present, else ``--audio`` or a synthetic voice), greedy and (without ``--quick``)
@@ -75,27 +78,27 @@ def run_llm_spec(run: str) -> str:
     return Stage1Config.from_dict(find_stage1_checkpoint(run).config["model"]).llm
 
 
-def _child_llm(spec: str) -> None:
-    """Fresh process: time the transformers import and one ``load_causal_lm`` (cache = $AVITALK_CACHE)."""
+def _child_llm(spec: str, backend: str) -> None:
+    """Fresh process: time the imports and one ``load_causal_lm`` (cache = $AVITALK_CACHE)."""
     torch.set_num_threads(THREADS)
     t0 = time.perf_counter()
-    import transformers  # noqa: F401
-
-    import_s = time.perf_counter() - t0
+    if backend == "transformers":
+        import transformers  # noqa: F401
     from avitalk.instruct.causal_lm import load_causal_lm
 
+    import_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    load_causal_lm(spec)
+    load_causal_lm(spec, backend=backend)
     print(json.dumps({"import_s": round(import_s, 2), "load_s": round(time.perf_counter() - t0, 2)}))
 
 
-def bench_llm_load(spec: str, cache: str) -> dict:
-    out: dict = {"spec": spec}
+def bench_llm_load(spec: str, cache: str, backend: str) -> dict:
+    out: dict = {"spec": spec, "backend": backend}
     if spec == "tiny-random" or spec.startswith("hf:"):
         out["note"] = "no dequantise/cache step for this spec: both loads read the weights directly"
     env = {**os.environ, "AVITALK_CACHE": cache, "HF_HUB_OFFLINE": "1"}
     for key in ("first_ever", "cached"):
-        cmd = [sys.executable, __file__, "--child-llm", spec]
+        cmd = [sys.executable, __file__, "--child-llm", spec, "--llm-backend", backend]
         res = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
         row = json.loads(res.stdout.strip().splitlines()[-1])
         out[f"{key}_s"] = row["load_s"]
@@ -135,11 +138,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="greedy only, 3 repeats")
     ap.add_argument("--llm-dtype", default="auto", choices=("auto", "float32", "bfloat16"),
                     help="LLM dtype at inference (default auto, as avitalk animate / describe / serve)")  # fmt: skip
+    ap.add_argument("--llm-backend", default="auto", choices=("auto", "transformers"),
+                    help="LLM implementation (default auto, as the product: our own LLaMA if it applies)")  # fmt: skip
     ap.add_argument("--child-llm", help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.child_llm:
-        _child_llm(args.child_llm)
+        _child_llm(args.child_llm, args.llm_backend)
         return
     if not args.model:
         ap.error("--model RUN is required")
@@ -147,13 +152,15 @@ def main() -> None:
     repeats = 3 if args.quick else args.repeats
     spec = run_llm_spec(args.model)
     with tempfile.TemporaryDirectory(prefix="avitalk-bench-cache-") as cache:
-        report: dict = {"torch_threads": THREADS, "model": args.model, "llm_load": bench_llm_load(spec, cache)}
+        llm_load = bench_llm_load(spec, cache, args.llm_backend)
+        report: dict = {"torch_threads": THREADS, "model": args.model, "llm_load": llm_load}
         os.environ["AVITALK_CACHE"] = cache  # reuse the LM cache just built; never touch the user's cache
         from avitalk.train.load_instruct import load_stage1
 
         t0 = time.perf_counter()
-        describer = load_stage1(args.model, llm_dtype=args.llm_dtype)
+        describer = load_stage1(args.model, llm_dtype=args.llm_dtype, llm_backend=args.llm_backend)
         report["load_stage1_s"] = round(time.perf_counter() - t0, 2)
+        report["llm_backend"] = type(describer.llm).__name__ if describer.llm else None
         report["llm_dtype"] = {"asked": args.llm_dtype, "used": str(describer.llm.dtype) if describer.llm else None}
         report["max_new_tokens"] = getattr(getattr(describer, "config", None), "max_new_tokens", None)
         audio, source = ten_seconds(args.audio)

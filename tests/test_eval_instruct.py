@@ -224,7 +224,7 @@ def corpora(tmp_path, monkeypatch):
     texts = {c.audio.tobytes(): by_id[c.clip_id] for c in loaded.values()}
     worse = {k: "A woman speaks." for k in texts}
     runs = {str(tmp_path / "run"): FakeDescriber(texts), str(tmp_path / "run-nollm"): FakeDescriber(worse)}
-    monkeypatch.setattr("avitalk.cli.eval_instruct._load", lambda run, device, llm_dtype="float32": runs[str(run)])
+    monkeypatch.setattr("avitalk.cli.eval_instruct._load", lambda run, device, *options: runs[str(run)])
     return tmp_path
 
 

@@ -156,8 +156,8 @@ def test_animate_cli(models, wav, tmp_path, capsys, monkeypatch):
 
     dtypes: list[str] = []
 
-    def fake_stage1(run, device, llm_dtype):
-        dtypes.append(llm_dtype)
+    def fake_stage1(run, device, llm_dtype, llm_backend):
+        dtypes.append((llm_dtype, llm_backend))
         return FakeDescriber("A man is quite sad.")
 
     monkeypatch.setattr(pipeline, "_load_stage1", fake_stage1)
@@ -172,8 +172,10 @@ def test_animate_cli(models, wav, tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     assert "A man is quite sad." in captured.out and "stage 2: motion" in captured.err
     assert sorted(p.name for p in out.iterdir()) == ["arkit.csv", "instruction.txt", "motion.npz"]
-    assert dtypes == ["auto"]  # the product's default: bfloat16 LLM where the CPU computes it natively
-    assert main([*base, "--formats", "npz", "--llm-dtype", "float32"]) == 0 and dtypes[-1] == "float32"
+    # the product's defaults: bfloat16 LLM where the CPU computes it natively, our own LLaMA implementation
+    assert dtypes == [("auto", "auto")]
+    argv = [*base, "--formats", "npz", "--llm-dtype", "float32", "--llm-backend", "transformers"]
+    assert main(argv) == 0 and dtypes[-1] == ("float32", "transformers")
     capsys.readouterr()
 
     seg = tmp_path / "segs.yaml"

@@ -171,12 +171,14 @@ class Pipeline:
         face: str = "builtin",
         device: str = "cpu",
         llm_dtype: str = "auto",
+        llm_backend: str = "auto",
     ) -> Pipeline:
         """Load the models in ``models`` (default: the shipped ones) for inference.
 
         Stage 2 loads now; stage 1 (``instruct/``) loads when an instruction is first needed, its LLM in
         ``llm_dtype`` (``auto``: bfloat16 where the hardware computes it natively, which decodes faster;
-        see :func:`avitalk.train.load_instruct.resolve_llm_dtype`).
+        see :func:`avitalk.train.load_instruct.resolve_llm_dtype`) on ``llm_backend`` (``auto``: avitalk's
+        own LLaMA where it applies, which needs no ``transformers`` import; ``transformers``).
 
         Raises:
             AvitalkError: the directory or its ``motion/`` / ``align/`` checkpoints are missing or wrong.
@@ -198,7 +200,7 @@ class Pipeline:
         synth = load_stage2(root / "motion", root / "align", device=device)
         instruct = root / "instruct"
         has_stage1 = (instruct / "meta.json").is_file()
-        describer = (lambda: _load_stage1(instruct, device, llm_dtype)) if has_stage1 else None
+        describer = (lambda: _load_stage1(instruct, device, llm_dtype, llm_backend)) if has_stage1 else None
         return cls(synth, describer, face=face, models_dir=root)
 
     @property
@@ -363,7 +365,7 @@ class Pipeline:
         write_video(path, frames, motion.fps, audio=audio, n_frames=motion.n_frames, progress=tick, preset="veryfast")
 
 
-def _load_stage1(run: Path, device: str, llm_dtype: str = "auto") -> Describer:
+def _load_stage1(run: Path, device: str, llm_dtype: str = "auto", llm_backend: str = "auto") -> Describer:
     try:
         from avitalk.train.load_instruct import load_stage1
     except ModuleNotFoundError as e:
@@ -372,7 +374,7 @@ def _load_stage1(run: Path, device: str, llm_dtype: str = "auto") -> Describer:
         raise AvitalkError(
             "this avitalk build has no stage-1 loader; give an instruction (--instruction TEXT)"
         ) from None
-    return load_stage1(run, device=device, llm_dtype=llm_dtype)
+    return load_stage1(run, device=device, llm_dtype=llm_dtype, llm_backend=llm_backend)
 
 
 class _Staging:

@@ -28,6 +28,7 @@ import torch
 from avitalk.audio.ct2 import load_ct2_whisper_encoder
 from avitalk.audio.whisper import WhisperEncoderNet, WhisperSpeechEncoder, mel_filters
 from avitalk.errors import AvitalkError
+from avitalk.torchinit import skip_init
 from avitalk.types import Audio, SpeechFeatures
 
 DEFAULT_SPEECH_ENCODER = "whisper-tiny.en"
@@ -103,9 +104,9 @@ def load_ct2_whisper(
         raise AvitalkError(f"{p}: no such CTranslate2 Whisper model file")
     cache = default_cache_dir() if cache_dir is None else Path(cache_dir)
     config, state, _ = load_ct2_whisper_encoder(p, cache)
-    with torch.device("meta"):
+    with skip_init():  # strictly loaded below (the meta device would import torch._dynamo: +1.3 s)
         net = WhisperEncoderNet(config)
-    net.load_state_dict(state, strict=True, assign=True)
+    net.load_state_dict(state, strict=True)
     st = p.stat()
     weights_id = f"ct2-{st.st_size}-{st.st_mtime_ns}"
     return WhisperSpeechEncoder(

@@ -27,10 +27,14 @@ _GROUPS = (
 
 
 def add_llm_dtype_argument(p: argparse.ArgumentParser, default: str = "auto") -> None:
-    """``--llm-dtype`` of the commands that run stage 1 (values: ``avitalk.train.load_instruct.LLM_DTYPES``)."""
+    """``--llm-dtype`` and ``--llm-backend`` of the commands that run stage 1 (values:
+    ``avitalk.train.load_instruct.LLM_DTYPES``, ``avitalk.instruct.causal_lm.BACKENDS``)."""
     p.add_argument("--llm-dtype", choices=("auto", "float32", "bfloat16"), default=default,
                    help=f"dtype of the stage-1 LLM (default {default}; auto: bfloat16 where the hardware computes it "
                    "natively, else float32)")  # fmt: skip
+    p.add_argument("--llm-backend", choices=("auto", "transformers"), default="auto",
+                   help="implementation of the stage-1 LLM (default auto: avitalk's own LLaMA where it applies, the "
+                   "same texts without importing transformers; else transformers)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

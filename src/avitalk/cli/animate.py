@@ -139,7 +139,9 @@ def cmd_animate(args: argparse.Namespace) -> int:
         raise AvitalkError(f"cannot write to output directory {out}: {e.strerror or e}") from None
     progress = StageProgress()
     progress("load", 0, 1)
-    pipe = Pipeline.load(args.models, face=args.face, device=args.device, llm_dtype=args.llm_dtype)
+    pipe = Pipeline.load(
+        args.models, face=args.face, device=args.device, llm_dtype=args.llm_dtype, llm_backend=args.llm_backend
+    )
     if "glb" in formats or "mp4" in formats:
         _ = pipe.face  # load (and check) the face before spending time on the motion
     progress("load", 1, 1)

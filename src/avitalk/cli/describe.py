@@ -57,7 +57,7 @@ def _describe(args: argparse.Namespace) -> int:
 
     find_stage1_checkpoint(args.model)  # a wrong --model fails before any loading
     audio = load_audio(args.speech)
-    describer = load_stage1(args.model, device=args.device, llm_dtype=args.llm_dtype)
+    describer = load_stage1(args.model, device=args.device, llm_dtype=args.llm_dtype, llm_backend=args.llm_backend)
     instruction = describer.describe(
         audio,
         decoding=args.decoding,

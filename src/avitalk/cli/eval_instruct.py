@@ -131,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     with CaptionScorer(metrics or ()) as scorer:
         for name, run in {FULL: args.model, **ablations}.items():
             print(f"evaluating {name} ({run}) on {len(clips)} clips ...", file=sys.stderr)
-            describer = _load(run, args.device, args.llm_dtype)
+            describer = _load(run, args.device, args.llm_dtype, args.llm_backend)
             results[name] = evaluate_instruct(
                 describer,
                 clips,
@@ -159,10 +159,10 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(run: Path, device: str, llm_dtype: str = "float32") -> Any:
+def _load(run: Path, device: str, llm_dtype: str = "float32", llm_backend: str = "auto") -> Any:
     from avitalk.train.load_instruct import load_stage1
 
-    return load_stage1(run, device, llm_dtype=llm_dtype)
+    return load_stage1(run, device, llm_dtype=llm_dtype, llm_backend=llm_backend)
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -198,6 +198,7 @@ def build_report(results: dict[str, Any], runs: dict[str, Path], args: argparse.
         "corpora": [str(c) for c in args.data],
         "limit_per_corpus": args.limit,
         "llm_dtype": getattr(args, "llm_dtype", "float32"),
+        "llm_backend": getattr(args, "llm_backend", "auto"),
         "runs": {k: str(v) for k, v in runs.items()},
         "scale": "text metrics as pycocoevalcap returns them: BLEU/METEOR/ROUGE-L/SPICE in [0,1], CIDEr-D in [0,10]",
         "models": {k: v.to_json() for k, v in results.items()},

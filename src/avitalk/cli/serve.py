@@ -43,7 +43,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise AvitalkError(f"--port must be between 1 and 65535, got {args.port}")
-    pipe = Pipeline.load(args.models, face=args.face, device=args.device, llm_dtype=args.llm_dtype)
+    pipe = Pipeline.load(
+        args.models, face=args.face, device=args.device, llm_dtype=args.llm_dtype, llm_backend=args.llm_backend
+    )
     _ = pipe.face  # load and check the face now, not on the first request
     config = ServerConfig(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

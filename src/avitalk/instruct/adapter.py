@@ -17,12 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from avitalk.errors import AvitalkError
 from avitalk.instruct.causal_lm import CausalLM
 
-__all__ = ["LLMAdapter"]
+__all__ = ["LLMAdapter", "LoRAWeights"]
 
 
 class LLMAdapter(nn.Module):
@@ -80,3 +81,55 @@ class LLMAdapter(nn.Module):
                 parent, _, child = name.rpartition(".")
                 setattr(model.get_submodule(parent) if parent else model, child, module.get_base_layer())
         self.lora = nn.ParameterDict()
+
+
+class LoRAWeights(nn.Module):
+    """The LoRA matrices of a stage-1 checkpoint for a :class:`~avitalk.instruct.causal_lm.NativeCausalLM`.
+
+    Same ``state_dict`` keys and shapes as :class:`LLMAdapter` (``peft``'s names of the same layers), so
+    a checkpoint trained with ``transformers`` + ``peft`` loads strictly into it; then
+    :meth:`merge_into_llm` folds ``W += (alpha / rank) B A`` into the LM's target layers. Inference
+    only: no ``peft``, no LoRA forward.
+    """
+
+    def __init__(self, llm: CausalLM, rank: int, alpha: float, targets: Sequence[str]) -> None:
+        super().__init__()
+        object.__setattr__(self, "_llm", llm)
+        self.scale = float(alpha) / int(rank)
+        wanted = set(targets)
+        params: dict[str, nn.Parameter] = {}
+        self._layers: dict[str, str] = {}  # ParameterDict key prefix -> module name
+        for name, module in llm.model.named_modules():
+            if isinstance(module, nn.Linear) and name.rpartition(".")[2] in wanted:
+                key = name.replace(".", "__")
+                w = module.weight
+                params[f"{key}__lora_A__default__weight"] = nn.Parameter(w.new_zeros(rank, w.shape[1]), False)
+                params[f"{key}__lora_B__default__weight"] = nn.Parameter(w.new_zeros(w.shape[0], rank), False)
+                self._layers[key] = name
+        if not params:
+            raise AvitalkError(f"LoRA targets {', '.join(targets)} matched no layer of the language model")
+        self.lora = nn.ParameterDict(params)
+
+    @property
+    def llm(self) -> CausalLM:
+        return self._llm  # type: ignore[no-any-return]
+
+    def forward(self, **kwargs: Any) -> Any:
+        raise AvitalkError("LoRA weights on the native LLM backend are for inference; train with 'transformers'")
+
+    @property
+    def merged(self) -> bool:
+        """True after :meth:`merge_into_llm`."""
+        return not len(self.lora)
+
+    @torch.no_grad()
+    def merge_into_llm(self) -> None:
+        """Fold the updates into the LM's weights (float32 arithmetic) and empty this module."""
+        model = self._llm.model
+        for key, name in self._layers.items():
+            layer = model.get_submodule(name)
+            a = self.lora[f"{key}__lora_A__default__weight"].float()
+            b = self.lora[f"{key}__lora_B__default__weight"].float()
+            layer.weight.copy_((layer.weight.float() + self.scale * (b @ a)).to(layer.weight.dtype))
+        self.lora = nn.ParameterDict()
+        self._layers = {}

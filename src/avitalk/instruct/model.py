@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avitalk.errors import AvitalkError
-from avitalk.instruct.adapter import LLMAdapter
-from avitalk.instruct.causal_lm import CausalLM, GenerateMode
+from avitalk.instruct.adapter import LLMAdapter, LoRAWeights
+from avitalk.instruct.causal_lm import CausalLM, GenerateMode, NativeCausalLM
 from avitalk.instruct.config import Stage1Config, TextDecoderConfig
 from avitalk.instruct.projection import AudioProjection
 from avitalk.instruct.prompts import IGNORE_INDEX, PROMPT_TEMPLATES
@@ -280,7 +280,7 @@ class Stage1Parts:
     align_head: AlignHead | None
     prompt: QueryPrompt | PooledPrompt | None
     text_decoder: TextDecoder | None
-    llm_adapter: LLMAdapter | None = None
+    llm_adapter: LLMAdapter | LoRAWeights | None = None
 
     def modules(self) -> dict[str, nn.Module]:
         """Checkpoint name → module, for the parts that exist."""
@@ -291,7 +291,8 @@ class Stage1Parts:
         """Give the loaded LLM its LoRA adapter when the config has one (``lora_rank > 0``; else nothing)."""
         c = self.config
         if c.uses_lora and self.llm_adapter is None:
-            self.llm_adapter = LLMAdapter(llm, c.lora_rank, c.lora_alpha, c.targets)
+            kind = LoRAWeights if isinstance(llm, NativeCausalLM) else LLMAdapter  # native: inference only
+            self.llm_adapter = kind(llm, c.lora_rank, c.lora_alpha, c.targets)
 
     def memory(self, audio: Tensor, mask: Tensor | None = None) -> Tensor:
         """Q-Former outputs: (B, T_a, D_a), (B, T_a) → (B, q_a, H_q)."""

@@ -232,8 +232,14 @@ def _max_length(tokenizer: Any, config: Any, preferred: int | None) -> int:
     return min(preferred, limit) if preferred else limit
 
 
-def load_hf_encoder(path: str | Path, *, name: str, device: torch.device | str = "cpu", **kwargs: Any) -> HFTextEncoder:
-    """A BERT-like encoder from a local directory (``AutoModel`` + ``AutoTokenizer``).
+def load_hf_encoder(
+    path: str | Path, *, name: str, device: torch.device | str = "cpu", native: bool = True, **kwargs: Any
+) -> HFTextEncoder:
+    """A BERT-like encoder from a local directory.
+
+    A plain BERT (all-MiniLM-L6-v2, the default) runs on :mod:`avitalk.text.bert` with a
+    :class:`~avitalk.text.tokenizer.FastTokenizer` (no ``transformers`` import, same numbers); other
+    architectures, or ``native=False``, load through ``AutoModel`` + ``AutoTokenizer``.
 
     Pooling is mean pooling unless the directory is a sentence-transformers model whose pooling
     config says CLS; ``max_length`` comes from ``sentence_bert_config.json`` when present.
@@ -241,15 +247,39 @@ def load_hf_encoder(path: str | Path, *, name: str, device: torch.device | str =
     """
     p = _check_dir(path, f"text encoder {name!r}")
     pooling, max_len = _sentence_transformers_settings(p)
+    if native and _native_bert_dir(p):
+        from avitalk.text.bert import load_native_bert
+        from avitalk.text.tokenizer import FastTokenizer
+
+        tokenizer, model = FastTokenizer(p), load_native_bert(p)
+    else:
+        tokenizer, model = _load_auto(p, name)
+    kwargs.setdefault("pooling", pooling or "mean")
+    kwargs.setdefault("max_length", _max_length(tokenizer, model.config, max_len))
+    return HFTextEncoder(model.to(device), tokenizer, name=name, **kwargs)
+
+
+def _native_bert_dir(p: Path) -> bool:
+    """A plain BERT with ``tokenizer.json`` and ``model.safetensors`` (what :mod:`avitalk.text.bert` runs)."""
+    from avitalk.text.bert import native_bert_supported
+
+    if not all((p / f).is_file() for f in ("config.json", "tokenizer.json", "model.safetensors")):
+        return False
+    try:
+        return native_bert_supported(json.loads((p / "config.json").read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def _load_auto(p: Path, name: str) -> tuple[Any, Any]:
+    """``AutoTokenizer`` + ``AutoModel`` from a local directory."""
     with quiet_transformers() as tf:
         try:
             tokenizer = tf.AutoTokenizer.from_pretrained(p, local_files_only=True)
             model = tf.AutoModel.from_pretrained(p, local_files_only=True)
         except Exception as e:  # transformers raises OSError/ValueError/KeyError... for bad directories
             raise AvitalkError(f"cannot load text encoder {name!r} from {p}: {_one_line(e)}") from None
-    kwargs.setdefault("pooling", pooling or "mean")
-    kwargs.setdefault("max_length", _max_length(tokenizer, model.config, max_len))
-    return HFTextEncoder(model.to(device), tokenizer, name=name, **kwargs)
+    return tokenizer, model
 
 
 def load_clip_encoder(

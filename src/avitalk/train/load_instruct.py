@@ -17,7 +17,7 @@ import torch
 
 from avitalk.audio.encoder import SpeechEncoder, load_speech_encoder
 from avitalk.errors import AvitalkError
-from avitalk.instruct.causal_lm import CausalLM, load_causal_lm, load_tokenizer
+from avitalk.instruct.causal_lm import BACKENDS, CausalLM, NativeCausalLM, load_causal_lm, load_tokenizer
 from avitalk.instruct.config import Stage1Config
 from avitalk.instruct.describer import Describer
 from avitalk.instruct.model import build_stage1
@@ -101,6 +101,7 @@ def load_stage1(
     speech_encoder: SpeechEncoder | None = None,
     causal_lm: CausalLM | None = None,
     llm_dtype: str = "float32",
+    llm_backend: str = "auto",
 ) -> Describer:
     """A :class:`Describer` from a stage-1 run, phase directory, checkpoint or stripped checkpoint.
 
@@ -111,16 +112,21 @@ def load_stage1(
             model with a LoRA adapter injects it into ``causal_lm``: give each such model its own LM).
         llm_dtype: one of :data:`LLM_DTYPES` for the LLM (and its adapter) at inference; the default
             float32 gives the numbers the evaluations report; ``"auto"`` see :func:`resolve_llm_dtype`.
+        llm_backend: how a configured LLM is loaded (:data:`~avitalk.instruct.causal_lm.BACKENDS`):
+            ``"auto"`` runs a plain LLaMA on our own implementation (same texts, no ``transformers``
+            import), anything else on ``transformers``.
 
     Raises:
         AvitalkError: a missing or wrong checkpoint, weights that do not match the config, or backbones
             of the wrong width.
     """
+    if llm_backend not in BACKENDS:
+        raise AvitalkError(f"unknown LLM backend {llm_backend!r}; use {', '.join(BACKENDS)}")
     ckpt = find_stage1_checkpoint(run)
     cfg = Stage1Config.from_dict(ckpt.config["model"])
     llm, tokenizer = None, None
     if cfg.decoder == "llm":
-        llm = causal_lm if causal_lm is not None else load_causal_lm(cfg.llm, device=device)
+        llm = causal_lm if causal_lm is not None else load_causal_lm(cfg.llm, device=device, backend=llm_backend)
         tokenizer = llm.tokenizer
     else:
         tokenizer = causal_lm.tokenizer if causal_lm is not None else load_tokenizer(cfg.llm)
@@ -132,9 +138,11 @@ def load_stage1(
         module.requires_grad_(False).eval()
     if llm is not None:
         dtype = resolve_llm_dtype(llm_dtype, device)
-        if dtype != llm.dtype:  # the fast path: LoRA folded into the weights in float32, then cast
-            if parts.llm_adapter is not None:
-                parts.llm_adapter.merge_into_llm()
+        # the fast path: LoRA folded into the weights in float32 (then cast); the native LM has no LoRA forward
+        fold = dtype != llm.dtype or isinstance(llm, NativeCausalLM)
+        if fold and parts.llm_adapter is not None and not parts.llm_adapter.merged:
+            parts.llm_adapter.merge_into_llm()
+        if dtype != llm.dtype:
             llm.model.to(dtype)
     if speech_encoder is None:
         speech_encoder = load_speech_encoder(cfg.encoder, device=device)

@@ -157,8 +157,8 @@ class LlamaLM(nn.Module):
     """LLaMA causal LM with ``LlamaForCausalLM``'s parameter names, driven by input embeddings.
 
     ``forward(inputs_embeds (B, n, H), key_mask (B, T) bool, positions (B, n), past)`` returns logits
-    ``(B, n, V)`` and the new cache; ``T = past length + n``; ``key_mask`` marks real (non-padding)
-    positions of the whole sequence so far.
+    ``(B, n, V)`` (``(B, 1, V)`` of the last position with ``last_only``) and the new cache;
+    ``T = past length + n``; ``key_mask`` marks real (non-padding) positions of the whole sequence so far.
     """
 
     def __init__(self, config: LlamaConfig) -> None:
@@ -179,7 +179,12 @@ class LlamaLM(nn.Module):
         return self.model.embed_tokens  # type: ignore[return-value]
 
     def forward(
-        self, inputs_embeds: Tensor, key_mask: Tensor, positions: Tensor, past: KV | None = None
+        self,
+        inputs_embeds: Tensor,
+        key_mask: Tensor,
+        positions: Tensor,
+        past: KV | None = None,
+        last_only: bool = False,
     ) -> tuple[Tensor, KV]:
         x = inputs_embeds
         n = x.shape[1]
@@ -199,6 +204,8 @@ class LlamaLM(nn.Module):
             x, kv = layer(x, cos, sin, keep, past[i] if past is not None else None)
             new.append(kv)
         norm: Any = self.model.norm
+        if last_only:  # decoding needs the next-token logits only (a prompt's full logits are L x vocab)
+            x = x[:, -1:]
         return self.lm_head(norm(x)), new
 
 
@@ -264,7 +271,7 @@ def generate_ids(
         raise ValueError(f"unknown generation mode {mode!r}")
     b = embeds.shape[0]
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    logits, past = model(embeds, mask, positions)
+    logits, past = model(embeds, mask, positions, last_only=True)
     out: list[list[int]] = [[] for _ in range(b)]
     done = torch.zeros(b, dtype=torch.bool, device=embeds.device)
     embed = model.get_input_embeddings()
@@ -300,7 +307,7 @@ def _nucleus(logits: Tensor, top_p: float) -> Tensor:
 def _beam(model: LlamaLM, embeds: Tensor, mask: Tensor, eos: int, max_new: int, k: int) -> list[int]:
     """Beam search for one prompt: (1, L, H), (1, L) → best hypothesis' ids."""
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    logits, past = model(embeds, mask, positions)
+    logits, past = model(embeds, mask, positions, last_only=True)
     last = int(positions[0, -1])
     logp = logits[:, -1].float().log_softmax(-1)  # (1, V)
     vocab = logp.shape[-1]

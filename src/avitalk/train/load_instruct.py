@@ -114,7 +114,8 @@ def load_stage1(
             float32 gives the numbers the evaluations report; ``"auto"`` see :func:`resolve_llm_dtype`.
         llm_backend: how a configured LLM is loaded (:data:`~avitalk.instruct.causal_lm.BACKENDS`):
             ``"auto"`` runs a plain LLaMA on our own implementation (same texts, no ``transformers``
-            import), anything else on ``transformers``.
+            import) and anything else on ``transformers``; ``"native"`` insists on ours (an error where
+            it does not apply); ``"transformers"`` always uses ``transformers``.
 
     Raises:
         AvitalkError: a missing or wrong checkpoint, weights that do not match the config, or backbones

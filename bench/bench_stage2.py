@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--classifier", type=Path)
+    ap.add_argument("--posed", action="store_true", help="vertex metrics with the head rotation applied")
     ap.add_argument("--report", type=Path, help="reuse this `avitalk eval motion --out` report")
     ap.add_argument("--skip-eval", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
@@ -195,7 +196,7 @@ def main() -> None:
         report = evaluate_runs(
             args.data, args.motion, args.align, ablations=ablations, regression=args.regression, mean_face=True,
             face=args.face, split=args.split, limit=args.limit, samples=args.samples, seed=args.seed,
-            classifier=args.classifier, say=lambda m: print(m, file=sys.stderr),
+            classifier=args.classifier, posed=args.posed, say=lambda m: print(m, file=sys.stderr),
         )  # fmt: skip
     speed = memory = None
     if not args.skip_speed:

@@ -93,6 +93,29 @@ def test_teacher_scores_perfectly_and_the_mean_face_does_not(face):
         evaluate_motion(Teacher(), [], face, clf)
 
 
+class Nodder(Teacher):
+    """The teacher's face with a head nod the teacher does not make (0.1 rad pitch on every frame)."""
+
+    name = "nodder"
+
+    def sample(self, clip, instructions, n_samples, seed):
+        base, z = super().sample(clip, instructions, n_samples, seed)
+        base[..., 52] += 0.1  # headPitch
+        return base, z
+
+
+def test_lip_metrics_are_on_the_face_alone_unless_posed(face):
+    clips = [_eval_clip(i, e) for i, e in enumerate(["happy", "angry"])]
+    closure = calibrate_closure(clips, face)
+    alone = evaluate_motion(Nodder(), clips, face, None, n_samples=2, closure=closure)
+    posed = evaluate_motion(Nodder(), clips, face, None, n_samples=2, closure=closure, posed=True)
+    assert alone.lve < 1e-6 and abs(alone.fdd) < 1e-3 and not alone.posed
+    assert posed.lve > 1.0 and posed.mve > alone.mve + 1.0 and posed.posed
+    assert alone.head_error == pytest.approx(np.degrees(0.1) / 3, rel=1e-5)  # one of the three channels is off
+    assert posed.head_error == pytest.approx(alone.head_error)
+    assert alone.lip_closure == posed.lip_closure == 1.0  # the lip gap does not change under a rigid motion
+
+
 def test_prepare_clips_swaps_to_another_emotion_and_reads_phones():
     clips = [make_clip(i, "test") for i in range(4)]
     for c, e in zip(clips, ["happy", "sad", "angry", "happy"], strict=True):

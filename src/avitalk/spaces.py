@@ -50,6 +50,18 @@ DEFAULT_SPACE = ARKIT52
 SPACES: dict[str, MotionSpace] = {s.name: s for s in (ARKIT52, FLAME, FLAME_NECK)}
 
 
+RIGID_CHANNELS: dict[str, tuple[str, ...]] = {"arkit52": HEAD_ROTATIONS, "flame": (), "flame_neck": _NECK}
+"""Per space, the channels that move the whole head rigidly (head / neck rotation), not the face.
+
+Lip-sync metrics are computed on the face with these set to zero, as the field's benchmarks do
+(VOCASET and BIWI meshes are rigidly registered; MEAD evaluations use FLAME expression + jaw)."""
+
+
+def rigid_indices(space: MotionSpace) -> tuple[int, ...]:
+    """Indices of :data:`RIGID_CHANNELS` of ``space`` (empty for spaces without rigid head channels)."""
+    return tuple(space.index(c) for c in RIGID_CHANNELS.get(space.name, ()) if c in space.channels)
+
+
 def get_space(name: str) -> MotionSpace:
     """Look up a motion space by ``name`` or ``name@vN``; unknown names are a user error."""
     base, _, ver = name.partition("@v")

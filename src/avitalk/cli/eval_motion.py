@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, help="classifier-free guidance (default: the run's config)")
     p.add_argument("--steps", type=int, help="DDIM steps (default: the run's config)")
     p.add_argument("--no-swap", action="store_true", help="skip the swapped-instruction generation")
+    p.add_argument("--posed", action="store_true",
+                   help="measure the vertex metrics with the head rotation applied (default: on the face alone, "
+                   "head motion scored apart as head error in degrees)")  # fmt: skip
     p.add_argument("--classifier", type=Path,
                    help="emotion classifier directory; trained on the corpus's train split and saved there if "
                    "absent (default: MOTION_RUN/eval/emotion-classifier)")  # fmt: skip
@@ -122,6 +125,7 @@ def evaluate_runs(
     swap: bool = True,
     classifier: Path | None = None,
     progress: bool = True,
+    posed: bool = False,
     say=print,
 ) -> dict:
     """Evaluate the full model, its ablations and the baselines; returns the JSON-able report."""
@@ -182,7 +186,7 @@ def evaluate_runs(
     if not clips:
         raise AvitalkError(f"no {split} clip of {data} has teacher motion and an instruction")
     closure = calibrate_closure(clips, face_model)
-    teacher = teacher_reference(clips, face_model, clf, closure)
+    teacher = teacher_reference(clips, face_model, clf, closure, posed=posed)
     say(
         f"{len(clips)} {split} clips, {samples} samples each; lip closed when the mid-lip gap <= "
         f"{closure.threshold:.2f} mm (teacher: {100 * closure.teacher_accuracy:.1f}% of "
@@ -190,7 +194,16 @@ def evaluate_runs(
     )
     results = [
         evaluate_motion(
-            src, clips, face_model, clf, n_samples=samples, seed=seed, swap=swap, closure=closure, progress=progress
+            src,
+            clips,
+            face_model,
+            clf,
+            n_samples=samples,
+            seed=seed,
+            swap=swap,
+            closure=closure,
+            progress=progress,
+            posed=posed,
         )
         for src in sources
     ]
@@ -199,6 +212,7 @@ def evaluate_runs(
             "corpus": str(data),
             "split": split,
             "face": face,
+            "posed": posed,
             "clips": len(clips),
             "samples": samples,
             "seed": seed,
@@ -243,6 +257,7 @@ COLUMNS = (  # (key, header, format)
     ("diversity_z", "div z", "{:.3f}"),
     ("diversity_vertex", "div mm", "{:.3f}"),
     ("jitter", "jitter", "{:.4f}"),
+    ("head_error", "head deg", "{:.2f}"),
 )
 
 
@@ -292,6 +307,7 @@ def _run(args: argparse.Namespace) -> int:
         swap=not args.no_swap,
         classifier=args.classifier,
         progress=not args.no_progress,
+        posed=args.posed,
         say=say,
     )
     print(format_table(report))

@@ -50,6 +50,7 @@ from avitalk.eval.emotion_classifier import EmotionClassifier
 from avitalk.eval.metrics import jitter, lip_vertex_error, mean_vertex_error
 from avitalk.eval.metrics import upper_face_dynamics_deviation as fdd_metric
 from avitalk.face.base import FaceModel
+from avitalk.spaces import rigid_indices
 from avitalk.types import Audio, SpeechFeatures
 
 BILABIALS = frozenset({"p", "b", "m"})
@@ -410,6 +411,8 @@ class MotionEvalResult:
         diversity_z: mean pairwise L2 of the sampled ``z`` (NaN for sources without ``z``).
         diversity_vertex: mean pairwise per-frame vertex distance of the samples (mm).
         jitter: mean |second difference| of the vertices (mm / frame²).
+        head_error: mean absolute error of the head rotation channels (degrees; NaN without them).
+        posed: the vertex metrics include the rigid head rotation (``evaluate_motion(posed=True)``).
         closure_threshold: the lip-gap threshold used (mm).
         seconds: wall time of the evaluation.
         per_clip: per-clip numbers (``clip_id``, ``emotion``, ``lve``, ...).
@@ -431,6 +434,8 @@ class MotionEvalResult:
     jitter: float
     closure_threshold: float
     seconds: float
+    head_error: float = float("nan")
+    posed: bool = False
     lve_swap_exact: float = float("nan")
     lve_rise_exact: float = float("nan")
     teacher_lve_swap: float = float("nan")
@@ -445,7 +450,7 @@ class MotionEvalResult:
 
 METRICS = ("lve", "fdd", "mve", "lip_closure", "emotion_own", "emotion_swap", "lve_swap", "lve_rise",
            "lve_swap_exact", "lve_rise_exact", "teacher_lve_swap",
-           "diversity_z", "diversity_vertex", "jitter")  # fmt: skip
+           "diversity_z", "diversity_vertex", "jitter", "head_error")  # fmt: skip
 
 
 def _nanmean(xs: Sequence[float]) -> float:
@@ -482,8 +487,32 @@ def vertex_diversity(samples_v: np.ndarray, chunk: int = 16) -> float:
     return total / t * 1e3
 
 
-def _sample_vertices(face: FaceModel, samples: np.ndarray) -> np.ndarray:
-    """``(N, T, V, 3)`` vertices of ``(N, T, D)`` samples; identical samples (a deterministic source) are posed once."""
+def without_rigid(values: np.ndarray, rigid: Sequence[int]) -> np.ndarray:
+    """A copy of ``(..., D)`` coefficients with the rigid head channels ``rigid`` set to 0 (no copy if none)."""
+    if not len(rigid):
+        return values
+    out = np.array(values, dtype=np.float32, copy=True)
+    out[..., list(rigid)] = 0.0
+    return out
+
+
+def head_angle_error(pred: np.ndarray, gt: np.ndarray, rigid: Sequence[int]) -> float:
+    """Mean absolute error of the rigid head rotation channels, in **degrees** (NaN without them).
+
+    Args:
+        pred: ``(T, D)`` predicted coefficients; gt: ``(T', D)`` ground truth (``T <= T'``).
+        rigid: indices of the head rotation channels (radians), e.g. :func:`avitalk.spaces.rigid_indices`.
+    """
+    if not len(rigid):
+        return float("nan")
+    t = min(len(pred), len(gt))
+    return float(np.degrees(np.mean(np.abs(pred[:t, list(rigid)] - gt[:t, list(rigid)]))))
+
+
+def _sample_vertices(face: FaceModel, samples: np.ndarray, rigid: Sequence[int] = ()) -> np.ndarray:
+    """``(N, T, V, 3)`` vertices of ``(N, T, D)`` samples, the ``rigid`` channels zeroed; identical samples (a
+    deterministic source) are posed once."""
+    samples = without_rigid(samples, rigid)
     if all(np.array_equal(samples[0], m) for m in samples[1:]):
         v = face.vertices(samples[0])  # (T, V, 3)
         return np.broadcast_to(v, (len(samples), *v.shape))
@@ -502,6 +531,7 @@ def evaluate_motion(
     closure: ClosureThreshold | float | None = None,
     name: str | None = None,
     progress: bool = False,
+    posed: bool = False,
 ) -> MotionEvalResult:
     """Evaluate one motion source on held-out clips.
 
@@ -517,6 +547,12 @@ def evaluate_motion(
         closure: the closure threshold (mm) or a :class:`ClosureThreshold`; None: calibrated on ``clips``.
         name: the result's name (default: the source's).
         progress: show a progress bar on stderr.
+        posed: measure the vertex metrics on the face *with* the rigid head rotation of the motion.
+            Default False: they are measured on the face alone (head channels of generated and ground
+            truth motion set to 0, :func:`avitalk.spaces.rigid_indices`), as FaceFormer / CodeTalker
+            measure LVE and FDD on rigidly registered meshes; head motion is scored apart
+            (``head_error``). With the head posed, a nod the audio cannot predict moves every lip
+            vertex by millimetres and dominates LVE and FDD.
 
     Returns:
         A :class:`MotionEvalResult`.
@@ -534,6 +570,8 @@ def evaluate_motion(
     thr = closure.threshold if isinstance(closure, ClosureThreshold) else float(closure)
     pair = lip_pair(face)
     regions, template = face.regions, face.neutral
+    rigid_all = rigid_indices(face.space)
+    rigid = () if posed else rigid_all
     start = time.perf_counter()
     rows: list[dict] = []
     closed_hits = closed_total = 0
@@ -547,9 +585,10 @@ def evaluate_motion(
         motions, zs = source.sample(clip, texts, n_samples, seed * 1_000_003 + 2 * i)  # (K, N, T, D), (K, N, Dz)
         t = min(motions.shape[2], clip.motion.shape[0])
         gt = clip.motion[:t]
-        gt_v = face.vertices(gt)  # (T, V, 3)
+        gt_v = face.vertices(without_rigid(gt, rigid))  # (T, V, 3)
         row: dict[str, Any] = {"clip_id": clip.clip_id, "emotion": clip.emotion, "frames": t}
-        own_v = _sample_vertices(face, motions[0][:, :t])  # (N, T, V, 3)
+        own_v = _sample_vertices(face, motions[0][:, :t], rigid)  # (N, T, V, 3)
+        row["head_error"] = _nanmean([head_angle_error(m, gt, rigid_all) for m in motions[0][:, :t]])
         row["lve"] = _nanmean([lip_vertex_error(v, gt_v, regions["lips"]) for v in own_v])
         row["fdd"] = _nanmean([fdd_metric(v, gt_v, regions["upper_face"], template) for v in own_v])
         row["mve"] = _nanmean([mean_vertex_error(v, gt_v) for v in own_v])
@@ -567,10 +606,10 @@ def evaluate_motion(
             row["emotion_own"] = float(np.mean([p == clip.emotion for p in classifier.predict(motions[0][:, :t])]))
         if do_swap:
             row["swap_emotion"] = clip.swap_emotion
-            swap_v = _sample_vertices(face, motions[1][:, :t])
+            swap_v = _sample_vertices(face, motions[1][:, :t], rigid)
             row["lve_swap"] = _nanmean([lip_vertex_error(v, gt_v, regions["lips"]) for v in swap_v])
             if clip.swap_motion is not None:
-                exact_v = face.vertices(clip.swap_motion[:t])
+                exact_v = face.vertices(without_rigid(clip.swap_motion[:t], rigid))
                 row["teacher_lve_swap"] = lip_vertex_error(exact_v, gt_v, regions["lips"])
                 row["lve_swap_exact"] = _nanmean([lip_vertex_error(v, exact_v, regions["lips"]) for v in swap_v])
             if classifier is not None and clip.swap_emotion in classifier.labels:
@@ -603,6 +642,8 @@ def evaluate_motion(
         diversity_z=mean("diversity_z"),
         diversity_vertex=mean("diversity_vertex"),
         jitter=mean("jitter"),
+        head_error=mean("head_error"),
+        posed=posed,
         closure_threshold=thr,
         seconds=time.perf_counter() - start,
         lve_swap_exact=lve_swap_x,
@@ -633,11 +674,17 @@ class TeacherReference:
 
 
 def teacher_reference(
-    clips: Sequence[EvalClip], face: FaceModel, classifier: EmotionClassifier | None, closure: ClosureThreshold
+    clips: Sequence[EvalClip],
+    face: FaceModel,
+    classifier: EmotionClassifier | None,
+    closure: ClosureThreshold,
+    posed: bool = False,
 ) -> TeacherReference:
-    """Classifier accuracy, lip closure and jitter of the teacher motion of ``clips``."""
+    """Classifier accuracy, lip closure and jitter of the teacher motion of ``clips`` (jitter on the face
+    without its head rotation unless ``posed``, as :func:`evaluate_motion`)."""
     known = [c for c in clips if classifier is not None and c.emotion in classifier.labels]
     acc = classifier.accuracy([c.motion for c in known], [c.emotion for c in known]) if known else float("nan")
     long = [c.motion for c in clips if len(c.motion) >= 3]
-    jit = _nanmean([jitter(face.vertices(m).reshape(len(m), -1)) * 1e3 for m in long])
+    rigid = () if posed else rigid_indices(face.space)
+    jit = _nanmean([jitter(face.vertices(without_rigid(m, rigid)).reshape(len(m), -1)) * 1e3 for m in long])
     return TeacherReference(acc, closure.teacher_accuracy, jit, closure)

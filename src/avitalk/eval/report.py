@@ -61,7 +61,17 @@ STAGE2_COLUMNS = (
     ("diversity_z", "diversity z ↑", "f3"),
     ("diversity_vertex", "diversity (mm) ↑", "f3"),
     ("jitter", "jitter (mm/frame²)", "f4"),
+    ("head_error", "head error (°) ↓", "f3"),
 )
+
+
+def _pose_note(ev: dict) -> str:
+    """How the vertex metrics of a stage-2 report treat the head rotation (reports before 2026-12-03 posed it)."""
+    if ev.get("posed", True):
+        return "head rotation applied"
+    return "face alone, head rotation removed; head motion scored as head error"
+
+
 BASELINES = ("mean face", "regression")
 FULL = "full"
 UPPER_BOUNDS = ("oracle style",)
@@ -299,7 +309,7 @@ def stage2_markdown(doc: dict | None, *, plots: dict[str, str] | None = None) ->
     out.append(
         f"Split `{ev.get('split', '?')}` of `{ev.get('corpus', '?')}`: {ev.get('clips', '?')} clips, "
         f"{ev.get('samples', '?')} style samples per clip and instruction, vertex metrics on face "
-        f"`{ev.get('face', '?')}`. Per clip the mean over samples, then the mean over clips. "
+        f"`{ev.get('face', '?')}` ({_pose_note(ev)}). Per clip the mean over samples, then the mean over clips. "
         "FDD is signed (> 0: upper face less dynamic than the teacher); rows are compared on |FDD|. "
         f"{DASH} = not measurable for that row."
     )

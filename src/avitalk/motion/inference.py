@@ -120,7 +120,8 @@ class Stage2Synthesizer:
         text = self.text_encoder.encode([instruction]).to(self.device)  # (1, text_dim)
         c = self.aligner(text).expand(n_samples, -1)  # (N, Dz)
         if isinstance(self.prior, DirectMapping):
-            return self.prior(c)
+            # one row, repeated: a batch of identical rows may differ in the last bits (BLAS blocking)
+            return self.prior(c[:1]).expand(n_samples, -1).contiguous()
         gen = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
         return sample_style(self.prior, c.contiguous(), self.schedule, steps=steps, guidance=guidance, generator=gen)
 
@@ -133,6 +134,10 @@ class Stage2Synthesizer:
         t, w, n = content.shape[0], self.config.window, z.shape[0]
         if z.dim() == 3 and z.shape[1] != t:
             raise ValueError(f"per-frame z has {z.shape[1]} frames, the content {t}")
+        if n > 1 and torch.equal(z, z[:1].expand_as(z)):
+            # identical styles (a direct prior, the regression baseline): generate once, so that the
+            # samples are bit-identical rather than equal up to the rounding of a batched matmul
+            return self.generate(content, z[:1]).expand(n, -1, -1).contiguous()
         out = torch.zeros(n, t, self.config.motion_dim, device=self.device)
         if t == 0:
             return out

@@ -192,21 +192,8 @@ def evaluate_runs(
         f"{closure.threshold:.2f} mm (teacher: {100 * closure.teacher_accuracy:.1f}% of "
         f"{closure.n_bilabials} bilabials)"
     )
-    results = [
-        evaluate_motion(
-            src,
-            clips,
-            face_model,
-            clf,
-            n_samples=samples,
-            seed=seed,
-            swap=swap,
-            closure=closure,
-            progress=progress,
-            posed=posed,
-        )
-        for src in sources
-    ]
+    options = dict(n_samples=samples, seed=seed, swap=swap, closure=closure, progress=progress, posed=posed)
+    results = [evaluate_motion(src, clips, face_model, clf, **options) for src in sources]
     return _finite(
         {
             "corpus": str(data),

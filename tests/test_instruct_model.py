@@ -29,7 +29,8 @@ def lm() -> CausalLM:
 
 def test_config_presets_round_trip_and_errors() -> None:
     d, t = Stage1Config.default(), preset("tiny")
-    assert (d.llm, d.qformer.num_queries, d.prompt_tokens, d.audio_dim) == ("smollm2", 32, 8, 384)
+    assert (d.llm, d.qformer.num_queries, d.prompt_tokens, d.audio_dim) == ("smollm2", 32, 8, 1152)
+    assert d.encoder == "whisper-tiny.en@layers=1,2,4" and t.encoder == "whisper-tiny.en"
     assert t.llm == "tiny-random" and t.qformer.num_queries % t.prompt_tokens == 0
     assert Stage1Config.from_dict(d.to_dict()) == d
     c = t.replace(decoder="qformer", qformer={"audio_dim": 8})

@@ -149,6 +149,56 @@ def test_same_as_transformers_whisper_encoder_on_30s_input(tiny_en):
 
 
 @needs_weights
+@needs_transformers
+def test_layers_spec_concatenates_transformers_hidden_states(tiny_en, cache_root):
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    mid = load_speech_encoder("whisper-tiny.en@layers=2,4", cache_dir=cache_root)
+    assert (mid.name, mid.dim, mid.frame_rate) == ("whisper-tiny.en@layers=2,4", 768, 50.0)
+    assert mid.version != tiny_en.version  # its own feature-cache entries
+    a = signal(3.0)
+    f, last = mid.encode(a).values, tiny_en.encode(a).values
+    assert f.shape == (150, 768)
+    np.testing.assert_array_equal(f[:, 384:], last)  # block 4 is the usual output
+    c = tiny_en.net.cfg
+    hf = WhisperEncoder(
+        WhisperConfig(d_model=c.d_model, encoder_layers=c.n_layers, encoder_attention_heads=c.n_heads,
+                      encoder_ffn_dim=c.ffn_dim, num_mel_bins=c.n_mels, max_source_positions=c.n_ctx)
+    ).eval()  # fmt: skip
+    hf.load_state_dict(tiny_en.net.state_dict(), strict=True)
+    mel = torch.randn(1, 80, 3000)
+    with torch.inference_mode():
+        hs = hf(mel, output_hidden_states=True).hidden_states  # (input, block 1, ..., layer_norm(block 4))
+        ours = tiny_en.net(mel, (2, 4))
+    ref = torch.cat([torch.nn.functional.layer_norm(hs[2], (384,)), hs[4]], -1)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    # long audio goes through the same windows
+    long = signal(40.0)
+    np.testing.assert_allclose(mid.encode(long).values[:, 384:], tiny_en.encode(long).values, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("whisper-tiny.en@layers=", "distinct block numbers"),
+        ("whisper-tiny.en@layers=2,2", "distinct block numbers"),
+        ("whisper-tiny.en@layers=x", "distinct block numbers"),
+        ("@layers=2", "distinct block numbers"),
+    ],
+)
+def test_bad_layers_spec_is_one_line_error(spec, message):
+    with pytest.raises(AvitalkError, match=message):
+        load_speech_encoder(spec)
+
+
+@needs_weights
+def test_layers_out_of_range_is_one_line_error(cache_root):
+    with pytest.raises(AvitalkError, match=r"layers must be in 1\.\.4"):
+        load_speech_encoder("whisper-tiny.en@layers=0,5", cache_dir=cache_root)
+
+
+@needs_weights
 def test_variable_length_agrees_with_padded_30s_on_valid_frames(tiny_en, cache_root):
     padded = load_ct2_whisper(whisper_tiny_en_path(), name="p", cache_dir=cache_root, pad_to_30s=True)
     a = signal(4.0)

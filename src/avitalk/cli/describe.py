@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, help="cap on generated tokens (default: the model's)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     add_llm_dtype_argument(p)
+    p.add_argument("--no-speculative", action="store_true",
+                   help="greedy token by token, without the n-gram draft (slower; same text in float32)")  # fmt: skip
     p.set_defaults(func=_describe)
 
 
@@ -57,7 +59,10 @@ def _describe(args: argparse.Namespace) -> int:
 
     find_stage1_checkpoint(args.model)  # a wrong --model fails before any loading
     audio = load_audio(args.speech)
-    describer = load_stage1(args.model, device=args.device, llm_dtype=args.llm_dtype, llm_backend=args.llm_backend)
+    describer = load_stage1(
+        args.model, device=args.device, llm_dtype=args.llm_dtype, llm_backend=args.llm_backend,
+        speculative=not args.no_speculative,
+    )  # fmt: skip
     instruction = describer.describe(
         audio,
         decoding=args.decoding,

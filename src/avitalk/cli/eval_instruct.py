@@ -50,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="clips per describe_batch call (default 8)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     add_llm_dtype_argument(p, default="float32")
+    p.add_argument("--no-speculative", action="store_true",
+                   help="with --batch-size 1: greedy token by token instead of with the n-gram draft")  # fmt: skip
     p.add_argument("--ablation", action="append", default=[], metavar="NAME=RUN",
                    help="an ablation run evaluated on the same clips (repeatable), e.g. no-llm=runs/nollm")  # fmt: skip
     p.add_argument("--metrics", default="all", metavar="LIST",
@@ -131,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
     with CaptionScorer(metrics or ()) as scorer:
         for name, run in {FULL: args.model, **ablations}.items():
             print(f"evaluating {name} ({run}) on {len(clips)} clips ...", file=sys.stderr)
-            describer = _load(run, args.device, args.llm_dtype, args.llm_backend)
+            describer = _load(run, args.device, args.llm_dtype, args.llm_backend, not args.no_speculative)
             results[name] = evaluate_instruct(
                 describer,
                 clips,
@@ -159,10 +161,12 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(run: Path, device: str, llm_dtype: str = "float32", llm_backend: str = "auto") -> Any:
+def _load(
+    run: Path, device: str, llm_dtype: str = "float32", llm_backend: str = "auto", speculative: bool = True
+) -> Any:
     from avitalk.train.load_instruct import load_stage1
 
-    return load_stage1(run, device, llm_dtype=llm_dtype, llm_backend=llm_backend)
+    return load_stage1(run, device, llm_dtype=llm_dtype, llm_backend=llm_backend, speculative=speculative)
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -199,6 +203,9 @@ def build_report(results: dict[str, Any], runs: dict[str, Path], args: argparse.
         "limit_per_corpus": args.limit,
         "llm_dtype": getattr(args, "llm_dtype", "float32"),
         "llm_backend": getattr(args, "llm_backend", "auto"),
+        "speculative": getattr(args, "batch_size", 8) == 1
+        and getattr(args, "decoding", "greedy") == "greedy"
+        and not getattr(args, "no_speculative", False),
         "runs": {k: str(v) for k, v in runs.items()},
         "scale": "text metrics as pycocoevalcap returns them: BLEU/METEOR/ROUGE-L/SPICE in [0,1], CIDEr-D in [0,10]",
         "models": {k: v.to_json() for k, v in results.items()},

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from avitalk.errors import AvitalkError
+from avitalk.instruct.draft import NgramDraft
 from avitalk.text.hf import quiet_transformers
 from avitalk.torchinit import skip_init
 
@@ -232,6 +233,7 @@ class CausalLM:
         temperature: float = 0.7,
         top_p: float = 0.9,
         seed: int | None = 0,
+        draft: NgramDraft | None = None,
     ) -> list[str]:
         """Generate a continuation of each prompt.
 
@@ -242,6 +244,8 @@ class CausalLM:
             mode: ``"greedy"``, ``"beam"`` (``num_beams`` beams) or ``"sample"`` (``temperature``, ``top_p``).
             seed: seeds the sampler (results are deterministic for a given seed); the global RNG is
                 left untouched.
+            draft: a speed hint for greedy decoding of one prompt (:mod:`avitalk.instruct.draft`), used
+                by :class:`NativeCausalLM` (same text, fewer passes); this backend ignores it.
 
         Returns:
             B decoded strings (special tokens removed, surrounding whitespace stripped).
@@ -302,8 +306,9 @@ class NativeCausalLM(CausalLM):
         temperature: float = 0.7,
         top_p: float = 0.9,
         seed: int | None = 0,
+        draft: NgramDraft | None = None,
     ) -> list[str]:
-        """See :meth:`CausalLM.generate` (same arguments, same texts)."""
+        """See :meth:`CausalLM.generate` (same arguments, same texts; ``draft`` decodes speculatively)."""
         from avitalk.instruct.llama import generate_ids
 
         if mode not in ("greedy", "beam", "sample"):
@@ -318,6 +323,7 @@ class NativeCausalLM(CausalLM):
             ids = generate_ids(
                 self.model, embeds, mask, eos_token_id=self.eos_token_id, max_new_tokens=max_new_tokens,
                 mode=mode, num_beams=num_beams if mode == "beam" else 1, temperature=temperature, top_p=top_p,
+                draft=draft,
             )  # fmt: skip
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 

@@ -24,6 +24,7 @@ from avitalk.audio.encoder import SpeechEncoder
 from avitalk.errors import AvitalkError
 from avitalk.instruct.causal_lm import CausalLM
 from avitalk.instruct.config import Stage1Config
+from avitalk.instruct.draft import NgramDraft
 from avitalk.instruct.model import Stage1Parts
 from avitalk.instruct.prompts import PROMPT_TEMPLATES, build_inputs
 from avitalk.types import Audio, Instruction
@@ -41,6 +42,9 @@ class Describer:
         speech_encoder: the frozen encoder named by ``config.encoder`` (same ``dim``).
         llm: the frozen causal LM (``decoder="llm"``); tokenizer: its tokenizer (``decoder="qformer"``).
         device: where the networks run.
+        draft: n-gram draft for speculative greedy decoding of single clips on the native LLM backend
+            (:mod:`avitalk.instruct.draft`: same text, fewer LM passes); ``None`` decodes token by token.
+            The :attr:`draft` attribute may be changed later.
     """
 
     def __init__(
@@ -52,7 +56,9 @@ class Describer:
         llm: CausalLM | None = None,
         tokenizer: Any = None,
         device: str | torch.device = "cpu",
+        draft: NgramDraft | None = None,
     ) -> None:
+        self.draft = draft
         if speech_encoder.dim != config.audio_dim:
             raise AvitalkError(
                 f"speech encoder gives {speech_encoder.dim} channels; the model wants {config.audio_dim}"
@@ -148,7 +154,7 @@ class Describer:
             embeds, att, _ = build_inputs(self.llm, prompt, [template] * len(audios))
             texts = self.llm.generate(
                 embeds, att, max_new_tokens=cap, mode=decoding,  # type: ignore[arg-type]
-                num_beams=num_beams, temperature=temperature, top_p=top_p, seed=seed,
+                num_beams=num_beams, temperature=temperature, top_p=top_p, seed=seed, draft=self.draft,
             )  # fmt: skip
         return [Instruction(t) for t in texts]
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avitalk.errors import AvitalkError
+from avitalk.instruct.draft import NgramDraft
 from avitalk.torchinit import skip_init
 
 __all__ = ["LlamaConfig", "LlamaLM", "generate_ids", "load_native_llama", "native_llama_supported"]
@@ -255,15 +256,22 @@ def generate_ids(
     num_beams: int = 4,
     temperature: float = 0.7,
     top_p: float = 0.9,
+    draft: NgramDraft | None = None,
+    draft_tokens: int = 8,
 ) -> list[list[int]]:
     """Generated token ids per prompt (EOS not included).
 
     Args:
         inputs_embeds: (B, L, H) left-padded prompt embeddings; attention_mask: (B, L) 1 on real positions.
         mode: ``"greedy"``, ``"beam"`` or ``"sample"`` (the RNG is the global one: seed it first).
+        draft: with ``mode="greedy"`` and one prompt, decode speculatively: each pass scores up to
+            ``draft_tokens`` tokens the draft guesses and keeps those equal to the arg-max (the greedy
+            text, in fewer passes; :mod:`avitalk.instruct.draft`). Ignored otherwise.
     """
     mask = attention_mask.bool()
     embeds = inputs_embeds.to(model.lm_head.weight.dtype)
+    if mode == "greedy" and draft is not None and embeds.shape[0] == 1 and draft_tokens > 0:
+        return [_speculative_greedy(model, embeds, mask, eos_token_id, max_new_tokens, draft, draft_tokens)]
     if mode == "beam" and num_beams > 1:
         return [_beam(model, embeds[i : i + 1], mask[i : i + 1], eos_token_id, max_new_tokens, num_beams)
                 for i in range(embeds.shape[0])]  # fmt: skip
@@ -290,6 +298,47 @@ def generate_ids(
         mask = torch.cat([mask, torch.ones(b, 1, dtype=torch.bool, device=mask.device)], dim=1)
         positions = positions[:, -1:] + 1
         logits, past = model(embed(nxt[:, None]), mask, positions, past)
+    return out
+
+
+def _speculative_greedy(
+    model: LlamaLM, embeds: Tensor, mask: Tensor, eos: int, max_new: int, draft: NgramDraft, k: int
+) -> list[int]:
+    """Greedy decoding of one prompt, (1, L, H) and (1, L), verifying draft tokens in batches.
+
+    Each pass feeds the last committed token plus up to ``k`` drafted ones; ``logits[j]`` is the
+    model's choice after input ``j``, so drafted tokens are committed while they equal those choices,
+    then the model's own choice at the first mismatch. The cache and mask are cut back to the
+    committed tokens (rejected positions never influence later ones: attention is causal).
+    """
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    logits, past = model(embeds, mask, positions, last_only=True)
+    nxt = int(logits[0, -1].float().argmax())
+    last = int(positions[0, -1])
+    out: list[int] = []
+    embed = model.get_input_embeddings()
+    while nxt != eos and len(out) < max_new:
+        out.append(nxt)
+        if len(out) >= max_new:
+            break
+        guess = draft.propose(out, min(k, max_new - len(out)))
+        feed = torch.tensor([[nxt, *guess]], device=embeds.device)  # (1, n)
+        n = feed.shape[1]
+        mask = torch.cat([mask, torch.ones(1, n, dtype=torch.bool, device=mask.device)], dim=1)
+        step_pos = torch.arange(last + 1, last + 1 + n, device=embeds.device)[None]
+        logits, past = model(embed(feed), mask, step_pos, past)
+        choice = logits[0].float().argmax(-1).tolist()  # (n,): the model's token after each fed one
+        taken = 0
+        while taken < len(guess) and guess[taken] == choice[taken] and guess[taken] != eos:
+            out.append(guess[taken])
+            taken += 1
+        nxt = choice[taken]
+        if taken < len(guess) and guess[taken] == choice[taken]:  # a drafted EOS the model agrees with
+            break
+        keep = mask.shape[1] - (len(guess) - taken)
+        mask = mask[:, :keep]
+        past = [(key[:, :, :keep], val[:, :, :keep]) for key, val in past]
+        last += 1 + taken
     return out
 
 

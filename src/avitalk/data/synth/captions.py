@@ -204,13 +204,17 @@ def fix_articles(text: str) -> str:
 
 def render(frame: str, style: ClipStyle, gender: str, actions: list[tuple[str, int]]) -> str:
     """Fill one of :data:`FRAMES` for ``style`` with the given ``(action, level)`` list."""
+    return _render(frame, style.emotion, style.intensity, gender, actions)
+
+
+def _render(frame: str, emotion: str, intensity: int, gender: str, actions: list[tuple[str, int]]) -> str:
     who, subj, poss = WHO[_gender(gender)]
     text = frame.format(
         Who=who.capitalize(),
         who=who,
         subj=subj,
         poss=poss,
-        emo=_emotion_phrase(style.emotion, style.intensity),
+        emo=_emotion_phrase(emotion, intensity),
         acts=_join([action_phrase(a, lvl) for a, lvl in actions]),
     )
     return fix_articles(text[0].upper() + text[1:])
@@ -232,6 +236,25 @@ def make_captions(style: ClipStyle, gender: str, rng: np.random.Generator, n: in
         text = augment(render(frames[k % len(frames)], style, gender, order), rng)
         if text not in out:
             out.append(text)
+    return out
+
+
+def sample_captions(rng: np.random.Generator, n: int) -> list[str]:
+    """``n`` captions of random emotions, intensities, speakers, frames and 2-4 actions, half augmented.
+
+    Not tied to any clip: the vocabulary and sentence shapes of the corpus' instructions, e.g. for the
+    n-gram draft of speculative decoding (:func:`avitalk.train.load_instruct.load_stage1`).
+    """
+    emotions, actions = sorted(EMOTION_WORDS), sorted(ACTION_PHRASES)
+    out = []
+    for _ in range(n):
+        emotion = emotions[rng.integers(len(emotions))]
+        intensity = 1 if emotion == "neutral" else int(rng.integers(1, 4))
+        chosen = rng.choice(len(actions), size=int(rng.integers(2, 5)), replace=False)
+        acts = [(actions[i], int(rng.integers(3))) for i in chosen]
+        gender = ("male", "female")[int(rng.integers(2))]
+        text = _render(FRAMES[rng.integers(len(FRAMES))], emotion, intensity, gender, acts)
+        out.append(augment(text, rng) if rng.random() < 0.5 else text)
     return out
 
 

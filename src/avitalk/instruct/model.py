@@ -176,7 +176,8 @@ class TextDecoder(nn.Module):
         if length > self.cfg.max_len:
             raise ValueError(f"sequence of {length} tokens exceeds text_decoder.max_len={self.cfg.max_len}")
         x = self.tok(ids) + self.pos[:length]
-        causal = torch.triu(torch.full((length, length), float("-inf"), device=ids.device), diagonal=1)
+        # bool like ``pad`` (True = may not attend): mixed float/bool masks are deprecated in torch
+        causal = torch.ones(length, length, dtype=torch.bool, device=ids.device).triu(1)
         x = self.blocks(x, self.mem(memory), tgt_mask=causal, tgt_key_padding_mask=pad, tgt_is_causal=True)
         return self.norm(x) @ self.tok.weight.T
 

@@ -57,7 +57,7 @@ class LLMAdapter(nn.Module):
         return self._llm  # type: ignore[no-any-return]
 
     def forward(self, **kwargs: Any) -> Any:
-        """The LM's forward (``inputs_embeds=..., attention_mask=..., past_key_values=...``)."""
+        """The LM's forward (``inputs_embeds=..., attention_mask=..., cache=...``)."""
         return self._llm.model(**kwargs)
 
     @property

@@ -387,7 +387,7 @@ class PrefixCache:
     def _compute(self, template_id: int, run: Any) -> tuple[list[tuple[Tensor, Tensor]], int]:
         ids = torch.tensor([self.prefix_ids(template_id)], device=self.llm.device)
         out = run(inputs_embeds=self.llm.embed(ids), use_cache=True)
-        return [(layer.keys, layer.values) for layer in out.past_key_values.layers], ids.shape[1]
+        return [(layer.keys, layer.values) for layer in out.cache.layers], ids.shape[1]
 
 
 def llm_prompt_loss(
@@ -428,6 +428,6 @@ def llm_prompt_loss(
         mask[i, plen + k : plen + k + len(t)] = 1
     embeds = torch.cat([audio_prompt.to(llm.dtype), llm.embed(ids)], dim=1)  # (B, k + L, H)
     run = prefix.adapter if prefix.adapter is not None else llm.model
-    out = run(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache, use_cache=True)
+    out = run(inputs_embeds=embeds, attention_mask=mask, cache=cache, use_cache=True)
     logits = out.logits[:, :-1].float()
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)

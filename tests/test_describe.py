@@ -87,6 +87,14 @@ def test_train_instruct_and_describe_cli(tmp_path, capsys, monkeypatch) -> None:
         assert d.llm is not None and d.llm.dtype == torch.bfloat16
         assert {p.dtype for p in d.llm.model.parameters()} == {torch.bfloat16}
         assert load_stage1(run).llm.dtype == torch.float32  # the default: what the evaluations report
+        # speculative greedy decoding (the default on the native backend) writes the token-by-token text
+        greedy = ["describe", str(wav), "--model", str(run), "--llm-dtype", "float32", "--max-new-tokens", "12"]
+        assert main(greedy) == 0
+        spec_text = capsys.readouterr().out
+        assert main([*greedy, "--no-speculative"]) == 0
+        assert capsys.readouterr().out == spec_text
+        assert load_stage1(run).draft is not None and load_stage1(run, speculative=False).draft is None
+        assert load_stage1(run, llm_backend="transformers").draft is None  # it decodes token by token
     finally:
         torch.set_num_threads(threads)
 

@@ -131,7 +131,8 @@ def load_stage1(
             it does not apply); ``"transformers"`` always uses ``transformers``.
         speculative: give the describer an n-gram draft of instruction wording
             (:func:`instruction_draft`) so greedy decoding of one clip on the native backend commits
-            several tokens per LM pass; the text is the same as without it.
+            several tokens per LM pass: the same text in float32; in bfloat16 a multi-token pass rounds
+            differently and near-tied synonyms can swap (docs/evaluation-stage1.md).
 
     Raises:
         AvitalkError: a missing or wrong checkpoint, weights that do not match the config, or backbones
@@ -163,7 +164,8 @@ def load_stage1(
             llm.model.to(dtype)
     if speech_encoder is None:
         speech_encoder = load_speech_encoder(cfg.encoder, device=device)
-    draft = instruction_draft(tokenizer, cfg.max_target_tokens) if speculative and llm is not None else None
+    native = isinstance(llm, NativeCausalLM)  # the transformers backend decodes token by token
+    draft = instruction_draft(tokenizer, cfg.max_target_tokens) if speculative and native else None
     return Describer(cfg, parts, speech_encoder, llm=llm, tokenizer=tokenizer, device=device, draft=draft)
 
 
@@ -182,7 +184,7 @@ def instruction_draft(tokenizer: Any, max_tokens: int = 64) -> NgramDraft:
 
     Tokenised as the training targets are (+ EOS, so a finished sentence can be guessed as well). The
     captions are the wording of avitalk's synthetic and RAVDESS instructions; a model trained on other
-    instructions gets the same texts, just fewer tokens per pass. Built once per tokenizer.
+    wording still writes its own texts, the draft just guesses right less often. Built once per tokenizer.
     """
     return _draft_cached(tokenizer, max_tokens)
 

@@ -174,11 +174,6 @@ DRAFT_CAPTIONS = 300
 
 
 @functools.cache
-def _draft_cached(tokenizer: Any, max_tokens: int) -> NgramDraft:
-    texts = sample_captions(np.random.default_rng(0), DRAFT_CAPTIONS)
-    return NgramDraft.from_sequences(tokenize_targets(tokenizer, texts, max_tokens), order=3)
-
-
 def instruction_draft(tokenizer: Any, max_tokens: int = 64) -> NgramDraft:
     """The n-gram draft of speculative decoding, from sampled captions of the corpus grammar.
 
@@ -186,7 +181,8 @@ def instruction_draft(tokenizer: Any, max_tokens: int = 64) -> NgramDraft:
     captions are the wording of avitalk's synthetic and RAVDESS instructions; a model trained on other
     wording still writes its own texts, the draft just guesses right less often. Built once per tokenizer.
     """
-    return _draft_cached(tokenizer, max_tokens)
+    texts = sample_captions(np.random.default_rng(0), DRAFT_CAPTIONS)
+    return NgramDraft.from_sequences(tokenize_targets(tokenizer, texts, max_tokens), order=3)
 
 
 def strip_stage1(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from avitalk.cli import main
+from avitalk.data.synth.captions import parse_caption
 from avitalk.errors import AvitalkError
 from avitalk.instruct.causal_lm import CausalLM, load_causal_lm
 from avitalk.train.instruct_data import InstructClips, collate_instruct
@@ -85,6 +88,26 @@ def test_dataset_crops_and_concatenates(corpora) -> None:
     assert full[0]["features"].shape[0] == 60 and full[0]["text"] in full.instructions[0]
     with pytest.raises(AvitalkError):
         InstructClips([corpora[1]], "test", SpectralEncoder(), max_frames=20)
+
+
+def _words_changed(a: str, b: str) -> int:
+    ops = difflib.SequenceMatcher(a=a.split(), b=b.split()).get_opcodes()
+    return sum(max(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in ops if tag != "equal")
+
+
+def test_augment_rate_sets_how_much_of_a_caption_is_reworded(corpora) -> None:
+    caption = "A woman feels fairly sad and speaks with subtly drooping eyelids and a noticeably tensed chin."
+    changed = {}
+    for rate in (0.0, 0.15, 1.0):
+        ds = InstructClips(list(corpora), "train", SpectralEncoder(), max_frames=20, variants=0, augment_rate=rate)
+        ds.instructions = [[caption]] * ds.clips
+        texts = [ds[i]["text"] for i in range(4 * ds.clips)]
+        assert all(parse_caption(t) == ("sad", 2) for t in texts)  # emotion and intensity survive rewording
+        changed[rate] = np.mean([_words_changed(caption, t) for t in texts])
+    assert 1.0 <= changed[0.0] <= 2.0  # rate 0: the one phrase augment always swaps
+    assert changed[0.0] < changed[0.15] < changed[1.0] and changed[1.0] > 6
+    with pytest.raises(ValueError, match="augment_rate"):
+        InstructClips(list(corpora), "train", SpectralEncoder(), max_frames=20, augment_rate=1.5)
 
 
 def test_train_both_phases_frozen_parts_resume_and_describe(corpora, tmp_path, lm) -> None:
@@ -175,6 +198,8 @@ def test_project_needs_align_and_user_errors(corpora, tmp_path, lm, capsys) -> N
         _train(corpora, tmp_path / "r", lm, phase="project")
     with pytest.raises(AvitalkError, match="not a corpus"):
         _train([tmp_path], tmp_path / "r", lm)
+    with pytest.raises(AvitalkError, match=r"project\.augment_rate must be in \[0, 1\]"):
+        _train(corpora, tmp_path / "r", lm, extra=["project.augment_rate=1.5"])
     with pytest.raises(AvitalkError, match="only the alignment"):
         _train(corpora, tmp_path / "r2", lm, phase="align", steps=2)
         load_stage1(tmp_path / "r2", speech_encoder=SpectralEncoder(), causal_lm=lm)

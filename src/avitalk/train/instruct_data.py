@@ -43,7 +43,9 @@ class InstructClips(Dataset):
         encoder: frozen speech encoder (wrap it in :class:`avitalk.audio.cache.CachedSpeechEncoder`).
         max_frames: longest crop, in feature frames; crop: draw random crops (False: the first
             ``max_frames`` frames, for validation).
-        augment, variants: instruction rewording (0 variants = a fresh rewording every time).
+        augment, variants: instruction rewording (0 variants = a fresh rewording every time);
+            augment_rate: the probability that each synonym phrase of a reworded variant is swapped
+            (:func:`avitalk.data.synth.captions.augment`'s ``p``; may be changed between phases).
         repeats: passes over the clips per epoch; seed: base seed; progress: bar while encoding.
 
     Attributes:
@@ -61,13 +63,17 @@ class InstructClips(Dataset):
         crop: bool = True,
         augment: bool = True,
         variants: int = 8,
+        augment_rate: float = 0.5,
         repeats: int = 1,
         seed: int = 0,
         progress: bool = False,
     ) -> None:
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        if not 0.0 <= augment_rate <= 1.0:
+            raise ValueError(f"augment_rate must be in [0, 1], got {augment_rate}")
         self.max_frames, self.crop, self.augment, self.variants = max_frames, crop, augment, variants
+        self.augment_rate = augment_rate
         self.repeats, self.seed, self.epoch = max(1, repeats), seed, 0
         self._epoch_source: Any = None
         self.features: list[np.ndarray] = []
@@ -131,9 +137,9 @@ class InstructClips(Dataset):
         k = int(rng.integers(len(self.instructions[i])))
         text = self.instructions[i][k]
         if self.augment and self.variants <= 0:
-            text = augment_text(text, rng)
+            text = augment_text(text, rng, self.augment_rate)
         elif self.augment and (v := int(rng.integers(self.variants))) > 0:  # variant 0: the original
-            text = augment_text(text, np.random.default_rng([self.seed, i, k, v]))
+            text = augment_text(text, np.random.default_rng([self.seed, i, k, v]), self.augment_rate)
         return {"features": torch.from_numpy(crop), "text": text, "emotion": self.emotions[i]}
 
 

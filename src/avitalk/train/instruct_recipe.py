@@ -66,6 +66,7 @@ class PhaseConfig:
     lr: float = 3e-4
     weight_decay: float = 0.01
     warmup: int = 100  # linear LR warm-up, optimizer steps
+    augment_rate: float = 0.5  # per-phrase synonym swap probability of a reworded caption (with ``augment``)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -87,9 +88,11 @@ class InstructRecipeConfig:
             lr=5e-4, warmup=30, train=TrainConfig(max_steps=1000, batch_size=32, eval_every=100, ckpt_every=100)
         )
     )
+    # The projection phase rewords gently: its targets are the words the LM learns to write, and at 0.5
+    # a synonym is nearly as frequent as the canonical word, so greedy decoding wrote synonyms.
     project: PhaseConfig = field(
         default_factory=lambda: PhaseConfig(
-            lr=1e-2, warmup=20, train=TrainConfig(max_steps=1000, batch_size=8, eval_every=100, ckpt_every=100)
+            lr=1e-2, warmup=20, augment_rate=0.15, train=TrainConfig(max_steps=1000, batch_size=8, eval_every=100, ckpt_every=100)
         )
     )
     align_checkpoint: str = ""
@@ -130,6 +133,9 @@ def train_instruct(
     for root in data:
         if not (Path(root) / "manifest.json").is_file():
             raise AvitalkError(f"{root}: not a corpus directory (no manifest.json)")
+    for name, pc in (("align", cfg.align), ("project", cfg.project)):
+        if not 0.0 <= pc.augment_rate <= 1.0:
+            raise AvitalkError(f"{name}.augment_rate must be in [0, 1], got {pc.augment_rate}")
     m = cfg.model
     do_align = phase in ("align", "all") and m.use_qformer
     first = cfg.align.train if do_align else cfg.project.train
@@ -212,6 +218,7 @@ def _train_align(cfg: InstructRecipeConfig, sets: _Sets, out: Path, text_encoder
     trainer = Trainer(pc.train, out, config=cfg)
     show = trainer.is_main and pc.train.progress
     train_set, val_set = sets.train(show), sets.val(show)
+    train_set.augment_rate = pc.augment_rate
     if val_set is None:
         trainer.say("no val split: training the alignment without validation")
     if text_encoder is None:
@@ -266,6 +273,7 @@ def _train_project(cfg: InstructRecipeConfig, sets: _Sets, out: Path, causal_lm:
     trainer = Trainer(pc.train, out / "project", config=cfg)
     show = trainer.is_main and pc.train.progress
     train_set, val_set = sets.train(show), sets.val(show)
+    train_set.augment_rate = pc.augment_rate
     llm, tokenizer = None, None
     if m.decoder == "llm":
         llm = causal_lm if causal_lm is not None else load_causal_lm(m.llm, device=trainer.device)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+import avitalk.cli.eval_instruct as cli_eval_instruct
 from avitalk.cli import main
 from avitalk.data.format import Clip
 from avitalk.errors import AvitalkError
@@ -251,16 +252,22 @@ def test_cli_table_json_plot_and_ablation(corpora, capsys) -> None:
     assert report["paper_table3"]["metrics"]["CIDEr"] == pytest.approx(0.493)
     assert report["comparison"]["no-llm"]["synth"]["emotion_win"] is True
     assert len(report["models"]["full"]["texts"]) == 10
+    assert report["speculative"] == {"full": False, "no-llm": False}  # batches of 3: no draft in use
     assert Image.open(t / "tsne.png").format == "PNG"
 
 
-def test_cli_limit_takes_evenly_spaced_clips(corpora, capsys) -> None:
+def test_cli_limit_takes_evenly_spaced_clips(corpora, capsys, monkeypatch) -> None:
     t = corpora
+    load = cli_eval_instruct._load
+    fake = load(t / "run", "cpu")
+    monkeypatch.setattr(fake, "draft", object(), raising=False)  # as load_stage1 on the native backend
     argv = ["eval", "instruct", "--model", str(t / "run"), "--data", str(t / "synth"), "--limit", "3",
-            "--metrics", "none", "--out", str(t / "r.json")]  # fmt: skip
+            "--metrics", "none", "--batch-size", "1", "--out", str(t / "r.json")]  # fmt: skip
     assert main(argv) == 0
-    ids = [x["clip_id"] for x in json.loads((t / "r.json").read_text())["models"]["full"]["texts"]]
+    report = json.loads((t / "r.json").read_text())
+    ids = [x["clip_id"] for x in report["models"]["full"]["texts"]]
     assert ids == ["synth-0", "synth-2", "synth-5"]
+    assert report["speculative"] == {"full": True}
     assert "n/a — not requested" in capsys.readouterr().out
 
 

@@ -129,11 +129,15 @@ def _run(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
     }
     progress = sys.stderr.isatty()
-    results = {}
+    results, speculative = {}, {}
     with CaptionScorer(metrics or ()) as scorer:
         for name, run in {FULL: args.model, **ablations}.items():
             print(f"evaluating {name} ({run}) on {len(clips)} clips ...", file=sys.stderr)
             describer = _load(run, args.device, args.llm_dtype, args.llm_backend, not args.no_speculative)
+            # the draft exists only on the native backend; generate_ids uses it for batch-1 greedy only
+            speculative[name] = (
+                getattr(describer, "draft", None) is not None and args.batch_size == 1 and args.decoding == "greedy"
+            )
             results[name] = evaluate_instruct(
                 describer,
                 clips,
@@ -146,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
             del describer
             gc.collect()
     runs = {FULL: args.model, **ablations}
-    report = build_report(results, runs, args)
+    report = build_report(results, runs, args, speculative)
     print(format_report(report))
     if args.out is not None:
         from avitalk.fsutil import atomic_write_text
@@ -172,8 +176,14 @@ def _load(
 # ------------------------------------------------------------------------------------------- report
 
 
-def build_report(results: dict[str, Any], runs: dict[str, Path], args: argparse.Namespace) -> dict:
-    """The JSON document: settings, every model's :meth:`InstructResult.to_json`, comparisons, targets."""
+def build_report(
+    results: dict[str, Any], runs: dict[str, Path], args: argparse.Namespace, speculative: dict[str, bool] | None = None
+) -> dict:
+    """The JSON document: settings, every model's :meth:`InstructResult.to_json`, comparisons, targets.
+
+    ``speculative``: per model, whether its greedy decoding ran with the n-gram draft (absent: False).
+    """
+    speculative = speculative or {}
     from avitalk.eval.instruct_eval import PAPER_TABLE3, compare_runs
 
     full = results[FULL]
@@ -203,9 +213,7 @@ def build_report(results: dict[str, Any], runs: dict[str, Path], args: argparse.
         "limit_per_corpus": args.limit,
         "llm_dtype": getattr(args, "llm_dtype", "float32"),
         "llm_backend": getattr(args, "llm_backend", "auto"),
-        "speculative": getattr(args, "batch_size", 8) == 1
-        and getattr(args, "decoding", "greedy") == "greedy"
-        and not getattr(args, "no_speculative", False),
+        "speculative": {name: bool(speculative.get(name, False)) for name in results},
         "runs": {k: str(v) for k, v in runs.items()},
         "scale": "text metrics as pycocoevalcap returns them: BLEU/METEOR/ROUGE-L/SPICE in [0,1], CIDEr-D in [0,10]",
         "models": {k: v.to_json() for k, v in results.items()},

@@ -45,7 +45,8 @@ class InstructClips(Dataset):
             ``max_frames`` frames, for validation).
         augment, variants: instruction rewording (0 variants = a fresh rewording every time);
             augment_rate: the probability that each synonym phrase of a reworded variant is swapped
-            (:func:`avitalk.data.synth.captions.augment`'s ``p``; may be changed between phases).
+            (:func:`avitalk.data.synth.captions.augment`'s ``p``, which swaps at least one); 0 = no
+            rewording. May be changed between phases.
         repeats: passes over the clips per epoch; seed: base seed; progress: bar while encoding.
 
     Attributes:
@@ -136,9 +137,10 @@ class InstructClips(Dataset):
         crop = feats[start : start + self.max_frames].astype(np.float32)
         k = int(rng.integers(len(self.instructions[i])))
         text = self.instructions[i][k]
-        if self.augment and self.variants <= 0:
+        reword = self.augment and self.augment_rate > 0
+        if reword and self.variants <= 0:
             text = augment_text(text, rng, self.augment_rate)
-        elif self.augment and (v := int(rng.integers(self.variants))) > 0:  # variant 0: the original
+        elif reword and (v := int(rng.integers(self.variants))) > 0:  # variant 0: the original
             text = augment_text(text, np.random.default_rng([self.seed, i, k, v]), self.augment_rate)
         return {"features": torch.from_numpy(crop), "text": text, "emotion": self.emotions[i]}
 

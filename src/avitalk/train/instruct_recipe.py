@@ -66,7 +66,7 @@ class PhaseConfig:
     lr: float = 3e-4
     weight_decay: float = 0.01
     warmup: int = 100  # linear LR warm-up, optimizer steps
-    augment_rate: float = 0.5  # per-phrase synonym swap probability of a reworded caption (with ``augment``)
+    augment_rate: float = 0.5  # per-phrase synonym swap probability of a reworded caption (0: no rewording)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -88,11 +88,14 @@ class InstructRecipeConfig:
             lr=5e-4, warmup=30, train=TrainConfig(max_steps=1000, batch_size=32, eval_every=100, ckpt_every=100)
         )
     )
-    # The projection phase rewords gently: its targets are the words the LM learns to write, and at 0.5
-    # a synonym is nearly as frequent as the canonical word, so greedy decoding wrote synonyms.
+    # Captions are reworded for the alignment only: the projection phase's targets are the words the LM
+    # learns to write, and reworded targets made greedy decoding write synonyms the references do not use.
     project: PhaseConfig = field(
         default_factory=lambda: PhaseConfig(
-            lr=1e-2, warmup=20, augment_rate=0.15, train=TrainConfig(max_steps=1000, batch_size=8, eval_every=100, ckpt_every=100)
+            lr=1e-2,
+            warmup=20,
+            augment_rate=0.0,
+            train=TrainConfig(max_steps=1000, batch_size=8, eval_every=100, ckpt_every=100),
         )
     )
     align_checkpoint: str = ""

@@ -173,9 +173,21 @@ def test_train_both_phases_frozen_parts_resume_and_describe(corpora, tmp_path, l
         ("no_augment_tuned", ["augment=false", "model.tune_qformer=true"], {"qformer", "align_head", "prompt"}),
     ],
 )
-def test_ablations_train_and_describe(corpora, tmp_path, lm, name, extra, modules) -> None:
+def test_ablations_train_and_describe(corpora, tmp_path, lm, name, extra, modules, monkeypatch) -> None:
+    import avitalk.train.instruct_recipe as recipe
+
+    rates: list[list[float]] = []  # the optimizer groups' learning rates, per phase
+    scheduled = recipe._scheduled
+
+    def record(groups, pc):
+        rates.append([g.get("lr", pc.lr) for g in groups])
+        return scheduled(groups, pc)
+
+    monkeypatch.setattr(recipe, "_scheduled", record)
     run = tmp_path / name
-    assert _train(corpora, run, lm, steps=10, extra=extra) == 0
+    assert _train(corpora, run, lm, steps=10, extra=[*extra, "qformer_lr=2e-4"]) == 0
+    if "model.tune_qformer=true" in extra:  # projection phase: new parts at project.lr, the Q-Former at its own
+        assert rates[-1] == [5e-2, 2e-4]
     ckpt = run / "project" / "checkpoints" / "step-000010"
     assert set(json.loads((ckpt / "meta.json").read_text())["modules"]) == modules
     assert (run / "align").exists() == ("qformer" in modules)

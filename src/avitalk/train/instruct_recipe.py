@@ -81,6 +81,7 @@ class InstructRecipeConfig:
     augment: bool = True  # instruction synonym replacement (ablation: false)
     variants: int = 8  # seeded rewordings per instruction (0: fresh each time)
     lora_lr: float = 1e-3  # learning rate of the LLM's LoRA adapter (model.lora_rank > 0)
+    qformer_lr: float = 1e-4  # learning rate of the Q-Former in the projection phase (model.tune_qformer)
     repeats: int = 1  # passes over the clips per epoch
     val_batches: int = 8
     align: PhaseConfig = field(
@@ -300,16 +301,21 @@ def _train_project(cfg: InstructRecipeConfig, sets: _Sets, out: Path, causal_lm:
                 soft = parts.prompt(parts.qformer(probe["audio"], probe["mask"]))
         scale = match_embedding_scale(parts.prompt.projection, soft, llm.model.get_input_embeddings().weight)
         trainer.say(f"projection scaled by {scale:.3f} to the LLM's embedding scale")
+    # One optimizer group per learning rate: the new parts at the phase's rate, the pretrained ones
+    # (LoRA on the LLM, the aligned Q-Former when tuned) at their own, smaller rates.
+    own_lr = {"llm_adapter": cfg.lora_lr, "qformer": cfg.qformer_lr}
     trainable: list[torch.nn.Parameter] = []
-    adapter_params: list[torch.nn.Parameter] = []
+    groups: list[dict[str, Any]] = []
     for name, module in parts.modules().items():
         learn = name in ("prompt", "text_decoder", "llm_adapter") or (name == "qformer" and m.tune_qformer)
         module.requires_grad_(learn)
-        if learn:
-            (adapter_params if name == "llm_adapter" else trainable).extend(module.parameters())
-        else:
+        if not learn:
             module.eval()
-    groups = [{"params": trainable}] + ([{"params": adapter_params, "lr": cfg.lora_lr}] if adapter_params else [])
+        elif name in own_lr:
+            groups.append({"params": list(module.parameters()), "lr": own_lr[name]})
+        else:
+            trainable.extend(module.parameters())
+    groups.insert(0, {"params": trainable})
     opt, sched = _scheduled(groups, pc)
     prepared = trainer.prepare(**parts.modules(), optim=opt, sched=sched)
     mods = dict(zip(parts.modules(), prepared, strict=False))

@@ -6,7 +6,7 @@ Two phases, each a :class:`~avitalk.train.engine.Trainer` run in its own directo
   the mean query against the frozen text encoder's pooled instruction embedding (eq. 6, cosine
   similarity, in-batch negatives, learnable temperature). Checkpoints hold ``qformer``, ``align_head``.
 - ``RUN/project`` (``--phase project``): the latest ``RUN/align`` checkpoint is loaded strictly and
-  frozen (``model.tune_qformer=true`` trains the Q-Former too); the audio prompt (``prompt``) is
+  frozen (``model.tune_qformer=true`` trains it too, at ``qformer_lr``); the audio prompt (``prompt``) is
   trained with the frozen LLM's next-token loss on the instruction given ``BOS + template + audio
   prompt`` (one of the ten templates per batch, its keys/values cached), or the ``text_decoder`` with
   ``model.decoder=qformer``. With ``model.lora_rank > 0`` (the default preset) a LoRA adapter on the
